@@ -1,0 +1,34 @@
+# lrlab: every target sets itself up first (a .venv at the repo root, pinned by requirements.lock).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install sweep test lint ui
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-22s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create .venv and install lrlab with its dev tools, every version pinned
+
+sweep: $(STAMP) ## the canonical sweep: lr=0.01,0.03,0.1 into ./mlflow.db
+	$(PY) -m lrlab.run -m lr=0.01,0.03,0.1
+
+test: $(STAMP) ## run every test (unit, integration, e2e)
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check lrlab tests
+	$(VENV)/bin/ruff format --check lrlab tests
+	$(VENV)/bin/mypy
+
+ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)

@@ -1,0 +1,3 @@
+from lrlab.run import main
+
+main()

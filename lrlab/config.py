@@ -1,0 +1,236 @@
+"""The schema of every lrlab run: typed dataclasses that Hydra composes the YAML options onto.
+
+Types and unknown keys are refused by OmegaConf when the YAML is merged; ranges and cross-field
+rules are refused in ``__post_init__``, which runs inside ``OmegaConf.to_object``. Every refusal is a
+``ConfigError`` whose message names the dotted key and what is allowed, so the CLI can print it as one
+line. Nothing here imports MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration: printed as one line, never as a traceback."""
+
+
+def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class ModelName(Enum):
+    scratch = "scratch"  # manual tensors w (d, 1) and b (1,), the seed's §3.2
+    linear = "linear"  # nn.Linear(d, 1), the seed's §3.3
+
+
+class LossName(Enum):
+    squared = "squared"  # ½(ŷ−y)², the seed's §3.2 loss
+    mse = "mse"  # nn.MSELoss, (ŷ−y)² with no ½: the same lr is a step twice as large
+
+
+class OptimizerName(Enum):
+    sgd_scratch = "sgd_scratch"  # the seed's hand-written minibatch SGD
+    sgd = "sgd"  # torch.optim.SGD (momentum optional)
+    adam = "adam"  # torch.optim.Adam
+
+
+class ReaderName(Enum):
+    permutation = "permutation"  # one torch.randperm per epoch, contiguous slices (fast default)
+    shuffled_index = "shuffled_index"  # the seed's data_iter: random.shuffle of a Python list
+    dataloader = "dataloader"  # the seed's §3.3 DataLoader over a TensorDataset
+
+
+class DeviceName(Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+    auto = "auto"  # cuda if there is one, else mps if there is one, else cpu
+
+
+@dataclass
+class DatasetConfig:
+    """Step 1: y = X @ true_w + true_b + N(0, noise_std²), X ~ N(0, 1) of shape (num_examples, d)."""
+
+    name: str = "synthetic"
+    true_w: list[float] = field(default_factory=lambda: [2.0, -3.4])  # d = len(true_w)
+    true_b: float = 4.2
+    num_examples: int = 1000
+    noise_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require(
+            len(self.true_w) > 0 and all(_is_number(v) for v in self.true_w),
+            "dataset.true_w",
+            "a non-empty list of finite numbers",
+            list(self.true_w),
+        )
+        _require(_is_number(self.true_b), "dataset.true_b", "a finite number", self.true_b)
+        _require(self.num_examples > 0, "dataset.num_examples", "a positive integer", self.num_examples)
+        _require(
+            _is_number(self.noise_std) and self.noise_std >= 0,
+            "dataset.noise_std",
+            "a finite number >= 0",
+            self.noise_std,
+        )
+
+
+@dataclass
+class ModelConfig:
+    """Steps 3-4: the model and its initialisation w ~ N(0, init_std²), b = 0."""
+
+    name: ModelName = ModelName.scratch
+    init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_number(self.init_std) and self.init_std >= 0,
+            "model.init_std",
+            "a finite number >= 0",
+            self.init_std,
+        )
+
+
+@dataclass
+class LossConfig:
+    """Step 5: the per-example loss. ``squared`` is ½(ŷ−y)²; ``mse`` is (ŷ−y)², twice the gradient."""
+
+    name: LossName = LossName.squared
+
+
+@dataclass
+class OptimizerConfig:
+    """Step 6: the update rule. The learning rate is the top-level ``lr``."""
+
+    name: OptimizerName = OptimizerName.sgd_scratch
+    momentum: float = 0.0  # sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_number(self.momentum) and 0 <= self.momentum < 1,
+            "optimizer.momentum",
+            "a number in [0, 1)",
+            self.momentum,
+        )
+        _require(
+            self.momentum == 0 or self.name is OptimizerName.sgd,
+            "optimizer.momentum",
+            "0 unless optimizer.name is sgd",
+            self.momentum,
+        )
+        _require(
+            len(self.betas) == 2 and all(_is_number(v) and 0 <= v < 1 for v in self.betas),
+            "optimizer.betas",
+            "two numbers in [0, 1)",
+            list(self.betas),
+        )
+
+
+@dataclass
+class ReaderConfig:
+    """Step 2: how minibatches are read. Every reader reshuffles each epoch and visits every example once."""
+
+    name: ReaderName = ReaderName.permutation
+
+
+@dataclass
+class DeviceConfig:
+    name: DeviceName = DeviceName.cpu
+
+    def __post_init__(self) -> None:
+        self.resolve()  # refuse a device that is not there before any run starts
+
+    def resolve(self) -> torch.device:
+        """The torch device to run on; ``auto`` picks cuda, then mps, then cpu."""
+        cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+        if self.name is DeviceName.auto:
+            return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+        there = {DeviceName.cpu: True, DeviceName.cuda: cuda, DeviceName.mps: mps}[self.name]
+        _require(
+            there,
+            "device",
+            f"one that exists here (this machine has no {self.name.value}; try device=cpu or device=auto)",
+            self.name.value,
+        )
+        return torch.device(self.name.value)
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """An independent seed for one random stream (data, init, shuffle), derived from ``seed``."""
+    digest = hashlib.sha256(f"lrlab:{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclass
+class Config:
+    """One lrlab run. Defaults reproduce d2l §3.2; ``model=linear loss=mse optimizer=sgd`` gives §3.3."""
+
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    loss: LossConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    reader: ReaderConfig = MISSING
+    device: DeviceConfig = MISSING
+
+    lr: float = 0.03
+    batch_size: int = 10
+    num_epochs: int = 3
+    seed: int = 0
+    # Separate random streams; None derives each from ``seed``.
+    data_seed: Optional[int] = None
+    init_seed: Optional[int] = None
+    shuffle_seed: Optional[int] = None
+
+    experiment_name: str = "lrlab"
+    # None: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the directory lrlab runs from.
+    tracking_uri: Optional[str] = None
+    # A job whose config already has a FINISHED run is skipped unless rerun=true.
+    rerun: bool = False
+    # Stop a job when its loss or parameters pass this size (divergence); it ends FAILED.
+    divergence_threshold: float = 1e12
+
+    def __post_init__(self) -> None:
+        _require(_is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
+        _require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
+        _require(
+            self.batch_size <= self.dataset.num_examples,
+            "batch_size",
+            f"at most dataset.num_examples ({self.dataset.num_examples})",
+            self.batch_size,
+        )
+        _require(self.num_epochs > 0, "num_epochs", "a positive integer", self.num_epochs)
+        _require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        for key in ("data_seed", "init_seed", "shuffle_seed"):
+            value = getattr(self, key)
+            _require(value is None or value >= 0, key, "null or an integer >= 0", value)
+        _require(bool(self.experiment_name.strip()), "experiment_name", "a non-empty string", self.experiment_name)
+        _require(
+            _is_number(self.divergence_threshold) and self.divergence_threshold > 0,
+            "divergence_threshold",
+            "a finite number > 0",
+            self.divergence_threshold,
+        )
+
+    def stream_seed(self, stream: str) -> int:
+        """The seed of one random stream: ``data``, ``init`` or ``shuffle``."""
+        given = getattr(self, f"{stream}_seed")
+        return int(given) if given is not None else derive_seed(self.seed, stream)
+
+
+def register_configs() -> None:
+    """Make ``Config`` the schema that ``conf/config.yaml`` composes onto."""
+    ConfigStore.instance().store(name="lrlab_schema", node=Config)

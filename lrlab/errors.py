@@ -1,0 +1,79 @@
+"""How a failure reads on the terminal: one line for what the user can fix, a traceback only for bugs."""
+
+from __future__ import annotations
+
+import re
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
+
+from lrlab.config import ConfigError
+
+USAGE_EXIT = 2  # the user's input was refused; nothing ran
+FAILURE_EXIT = 1  # something ran and failed
+
+
+class LrlabError(RuntimeError):
+    """A failure that is reported as one line, with its own exit code."""
+
+    exit_code = FAILURE_EXIT
+
+
+class JobFailed(LrlabError):
+    """A job (or some jobs of a sweep) ended FAILED for a reason other than divergence."""
+
+
+class UsageError(LrlabError):
+    """A refusal found outside the config schema (a tracking URI, a study name...)."""
+
+    exit_code = USAGE_EXIT
+
+
+class Abort(BaseException):
+    """Carries an error out of a Hydra callback.
+
+    Hydra turns an ``Exception`` raised in a callback into a warning and carries on launching jobs, so
+    the callback wraps a refusal in this ``BaseException``, which Hydra lets through to ``main``.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+
+def _root(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _omegaconf_line(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None)
+    message = _first_line(str(error))
+    if "Key '" in message and "not in" in message:  # a misspelled key
+        match = re.search(r"Key '([^']+)'", message)
+        name = f"{key}" if key else (match.group(1) if match else "?")
+        return f"{name}: no such key (check the spelling; `python -m lrlab.run --cfg job` lists every key)"
+    return f"{key}: {message}" if key else message
+
+
+def user_error_line(error: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for an error the user can fix or an expected failure; None for a bug."""
+    root = _root(error)
+    if isinstance(error, LrlabError):
+        return _first_line(str(error)), error.exit_code
+    if isinstance(root, ConfigError):
+        return str(root), USAGE_EXIT
+    if isinstance(root, OmegaConfBaseException):
+        return _omegaconf_line(root), USAGE_EXIT
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        options = ", ".join(error.options or [])
+        return f"{group}={option} is not an option: {group} must be one of {options}", USAGE_EXIT
+    if isinstance(error, (ConfigCompositionException, OverrideParseException)):
+        return _first_line(str(error)), USAGE_EXIT
+    return None

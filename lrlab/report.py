@@ -1,0 +1,54 @@
+"""Pictures and tables of runs: a child's loss curves, a sweep's overlay and its summary table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+CURVES = ("train_loss", "w_error", "b_error")
+
+
+def _positive(values: Sequence[float]) -> list[float]:
+    """Log axes cannot show 0 or inf; such points are left out (NaN)."""
+    return [v if 0 < v < float("inf") else float("nan") for v in values]
+
+
+def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str) -> Figure:
+    """train_loss, w_error and b_error against epoch on a log scale: one run."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key in CURVES:
+        points = history.get(key, [])
+        ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=key)
+    ax.set(xlabel="epoch", ylabel="value (log scale)", yscale="log", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sweep_overlay(curves: Mapping[str, Sequence[tuple[int, float]]], title: str) -> Figure:
+    """Every child's train_loss against epoch, labelled by run name: one sweep."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for name, points in curves.items():
+        ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel="train_loss (log scale)", yscale="log", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def summary_table(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """One row per child run: what varied, final metrics, status."""
+    return pd.DataFrame(list(rows))
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real Hydra config, a real SQLite MLflow store under tmp_path, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from lrlab.config import Config, register_configs
+from lrlab.sweep import to_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+register_configs()
+
+
+@pytest.fixture
+def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
+    """Compose conf/config.yaml with overrides, as Hydra does for a run."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield lambda *overrides, **kw: compose(config_name="config", overrides=list(overrides), **kw)
+
+
+@pytest.fixture
+def make_cfg(compose_cfg: Callable[..., DictConfig]) -> Callable[..., Config]:
+    """A typed, validated Config from overrides."""
+    return lambda *overrides: to_config(compose_cfg(*overrides))
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite store per session (about 1.3 s); tests copy it (milliseconds)."""
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates the schema
+    return path
+
+
+@pytest.fixture
+def tracking_uri(store_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "mlflow.db"
+    shutil.copy(store_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, tracking_uri: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The real CLI in a subprocess, writing only under tmp_path."""
+
+    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "lrlab.run",
+            *args,
+            f"hydra.run.dir={tmp_path}/outputs",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+        ]
+        full_env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **(env or {})}
+        return subprocess.run(
+            command, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    return run

@@ -1,0 +1,35 @@
+"""Every reader reshuffles each epoch and visits every example exactly once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lrlab.data import READERS
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+@pytest.mark.parametrize("batch_size", [1, 7, 10, 23])
+def test_reader_visits_every_example_once_per_epoch(name: str, batch_size: int) -> None:
+    n = 23
+    features = torch.arange(n, dtype=torch.float32).reshape(n, 1)
+    labels = -features
+    reader = READERS[name](features, labels, batch_size, seed=3)
+    orders = []
+    for _ in range(3):
+        batches = list(reader())
+        assert all(len(X) == batch_size for X, _ in batches[:-1]) and 0 < len(batches[-1][0]) <= batch_size
+        seen = torch.cat([X for X, _ in batches]).reshape(-1)
+        assert torch.equal(torch.cat([y for _, y in batches]).reshape(-1), -seen)  # pairs stay together
+        assert sorted(seen.tolist()) == list(range(n))
+        orders.append(seen.tolist())
+    if batch_size < n:
+        assert orders[0] != orders[1]  # a fresh shuffle every epoch
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_reader_is_reproducible_from_its_seed(name: str) -> None:
+    features = torch.arange(40, dtype=torch.float32).reshape(40, 1)
+    first = [X.tolist() for X, _ in READERS[name](features, features, 8, seed=5)()]
+    again = [X.tolist() for X, _ in READERS[name](features, features, 8, seed=5)()]
+    assert first == again
