@@ -198,8 +198,8 @@ class Config:
     experiment_name: str = "lrlab"
     # None: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the directory lrlab runs from.
     tracking_uri: Optional[str] = None
-    # A job whose config already has a FINISHED run is skipped unless rerun=true.
-    rerun: bool = False
+    # false: a job whose config already has a FINISHED run is skipped (resumable studies set this).
+    rerun: bool = True
     # Stop a job when its loss or parameters pass this size (divergence); it ends FAILED.
     divergence_threshold: float = 1e12
 

@@ -74,6 +74,9 @@ def user_error_line(error: BaseException) -> tuple[str, int] | None:
         group, _, option = error.missing_cfg_file.rpartition("/")
         options = ", ".join(error.options or [])
         return f"{group}={option} is not an option: {group} must be one of {options}", USAGE_EXIT
-    if isinstance(error, (ConfigCompositionException, OverrideParseException)):
+    if isinstance(error, OverrideParseException):  # "Error parsing override 'k=v'" + why, on one line
+        lines = [line.strip() for line in str(error).splitlines() if line.strip() and "hydra.cc" not in line]
+        return ": ".join(lines[:2]), USAGE_EXIT
+    if isinstance(error, ConfigCompositionException):
         return _first_line(str(error)), USAGE_EXIT
     return None

@@ -24,6 +24,7 @@ from lrlab.data import READERS, Reader, synthetic_data
 from lrlab.losses import LOSSES, Loss
 from lrlab.models import MODELS, LinReg, init_params
 from lrlab.optim import Update, make_update
+from lrlab.theory import Reference, reference
 
 PROGRESS_BAR_MIN_BATCHES = 2000  # epochs with at least this many minibatches get a progress bar
 
@@ -34,6 +35,7 @@ class EpochResult:
     train_loss: float  # mean loss over the whole training set after the epoch, as the seed prints it
     w_error: float  # ‖w − true_w‖₂
     b_error: float  # |b − true_b|
+    excess_loss: float  # train_loss − the least-squares fit's loss on the same data
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TrainResult:
     b: float
     train_seconds: float  # wall time of step 7 (updates and per-epoch evaluation)
     samples_per_second: float  # examples consumed by updates per second of train_seconds
+    reference: Reference
     device: str = ""
 
 
@@ -96,6 +99,7 @@ def train(
     reader: Reader,
     features: torch.Tensor,
     labels: torch.Tensor,
+    ref: Reference,
     on_epoch: Callable[[EpochResult], None],
 ) -> TrainResult:
     true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
@@ -117,7 +121,11 @@ def train(
             train_loss = float(loss(net(features), labels).mean())
             w, b = net.estimates()
             result = EpochResult(
-                epoch, train_loss, float(torch.linalg.vector_norm(w - true_w)), float((b - cfg.dataset.true_b).abs())
+                epoch=epoch,
+                train_loss=train_loss,
+                w_error=float(torch.linalg.vector_norm(w - true_w)),
+                b_error=float((b - cfg.dataset.true_b).abs()),
+                excess_loss=train_loss - ref.ols_train_loss,
             )
         history.append(result)
         on_epoch(result)
@@ -132,6 +140,7 @@ def train(
         b=float(b),
         train_seconds=seconds,
         samples_per_second=cfg.num_epochs * num_examples / seconds,
+        reference=ref,
         device=str(features.device),
     )
 
@@ -146,14 +155,20 @@ def _divergence(result: EpochResult, w: torch.Tensor, b: torch.Tensor, threshold
     return ""
 
 
-def run_pipeline(cfg: Config, on_epoch: Callable[[EpochResult], None] = lambda _: None) -> TrainResult:
-    """The seven steps, top to bottom."""
+def run_pipeline(
+    cfg: Config,
+    on_epoch: Callable[[EpochResult], None] = lambda _: None,
+    on_reference: Callable[[Reference], None] = lambda _: None,
+) -> TrainResult:
+    """The seven steps, top to bottom. ``on_reference`` gets the closed-form references before training."""
     device = cfg.device.resolve()
     features, labels = generate_dataset(cfg)  # 1: (n, d), (n, 1), on the CPU so every device sees the same data
+    ref = reference(features, labels, cfg.dataset.true_w, cfg.dataset.true_b, cfg.loss.name.value, cfg.lr)
+    on_reference(ref)
     features, labels = features.to(device), labels.to(device)
     reader = read_dataset(cfg, features, labels)  # 2
     w, b = init_model_params(cfg)  # 3: (d, 1), (1,)
     net = define_model(cfg, w, b, device)  # 4
     loss = define_loss(cfg)  # 5
     optimizer = define_optimizer(cfg, net)  # 6
-    return train(cfg, net, loss, optimizer, reader, features, labels, on_epoch)  # 7
+    return train(cfg, net, loss, optimizer, reader, features, labels, ref, on_epoch)  # 7

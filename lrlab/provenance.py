@@ -11,12 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 import lrlab
+from lrlab.tracking import flatten, redact
+
+GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "launcher")
 
 # Keys that say where a run is recorded or how it is launched, not what it computes.
 NOT_IDENTITY = ("experiment_name", "tracking_uri", "rerun", "launcher")
 REPO_ROOT = Path(lrlab.__file__).resolve().parent.parent
+
+
+def run_params(dcfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
+    """Every leaf of the resolved config as a dotted key, plus each group's chosen option."""
+    tree: dict[str, Any] = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
+    if tree.get("tracking_uri"):
+        tree["tracking_uri"] = redact(str(tree["tracking_uri"]))
+    return {**flatten(tree), **{group: choices[group] for group in GROUPS if choices.get(group)}}
 
 
 def config_hash(params: dict[str, Any]) -> str:

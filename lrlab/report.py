@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -10,6 +11,7 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 CURVES = ("train_loss", "w_error", "b_error")
@@ -20,13 +22,20 @@ def _positive(values: Sequence[float]) -> list[float]:
     return [v if 0 < v < float("inf") else float("nan") for v in values]
 
 
+def _log_y(ax: Axes, values: Sequence[float]) -> None:
+    """A log y-axis where there is something positive and finite to show."""
+    if any(math.isfinite(y) and y > 0 for y in values):
+        ax.set_yscale("log")
+
+
 def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str) -> Figure:
     """train_loss, w_error and b_error against epoch on a log scale: one run."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key in CURVES:
         points = history.get(key, [])
         ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=key)
-    ax.set(xlabel="epoch", ylabel="value (log scale)", yscale="log", title=title)
+    ax.set(xlabel="epoch", ylabel="value (log scale)", title=title)
+    _log_y(ax, [v for key in CURVES for _, v in history.get(key, [])])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -38,7 +47,8 @@ def sweep_overlay(curves: Mapping[str, Sequence[tuple[int, float]]], title: str)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for name, points in curves.items():
         ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=name)
-    ax.set(xlabel="epoch", ylabel="train_loss (log scale)", yscale="log", title=title)
+    ax.set(xlabel="epoch", ylabel="train_loss (log scale)", title=title)
+    _log_y(ax, [v for points in curves.values() for _, v in points])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

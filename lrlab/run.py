@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,27 +22,30 @@ from lrlab import report
 from lrlab.config import Config, register_configs
 from lrlab.errors import Abort, JobFailed, user_error_line
 from lrlab.pipeline import Diverged, EpochResult, TrainResult, run_pipeline
-from lrlab.provenance import code_tags, config_hash, environment_tags
+from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.sweep import PARENT_ENV, end_interrupted_sweep, job_run_name, to_config
-from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, dataset_input, flatten, resolve_tracking_uri
+from lrlab.theory import Reference
+from lrlab.tracking import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    Tracker,
+    bound_http_retries,
+    dataset_input,
+    finished_run,
+    resolve_tracking_uri,
+)
 
-GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "launcher")
-METRICS = ("train_loss", "w_error", "b_error")
+METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
 
 register_configs()
-
-
-def run_params(dcfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
-    """Every leaf of the resolved config as a dotted key, plus each group's chosen option."""
-    tree: dict[str, Any] = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
-    return {**flatten(tree), **{group: choices[group] for group in GROUPS if choices.get(group)}}
 
 
 def print_epoch(result: EpochResult) -> None:
     print(f"epoch {result.epoch}, loss {result.train_loss:f}", flush=True)
 
 
-def run_job(dcfg: DictConfig) -> float:
+def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> float:
     """One job: a tracked run of the pipeline. Returns the final train_loss (inf if it diverged)."""
     hydra_cfg = HydraConfig.get()
     cfg = to_config(dcfg)
@@ -54,13 +56,21 @@ def run_job(dcfg: DictConfig) -> float:
         "lrlab.config_hash": config_hash(params),
         **code_tags(),
         **environment_tags(cfg.device.resolve()),
+        **(extra_tags or {}),
     }
     if hydra_cfg.mode == RunMode.MULTIRUN:
         tags["lrlab.job_num"] = str(hydra_cfg.job.num)
+    tracking_uri = resolve_tracking_uri(cfg.tracking_uri)
+    name = run_name or job_run_name(overrides)
+    if not cfg.rerun:
+        done = finished_run(tracking_uri, cfg.experiment_name, tags["lrlab.config_hash"])
+        if done:
+            print(f"skipped {name}: this config already FINISHED as run {done} (rerun=true runs it again)")
+            return math.nan
     tracker = Tracker.start(
-        resolve_tracking_uri(cfg.tracking_uri),
+        tracking_uri,
         cfg.experiment_name,
-        run_name=job_run_name(overrides),
+        run_name=name,
         tags=tags,
         parent_run_id=os.environ.get(PARENT_ENV),
     )
@@ -74,8 +84,11 @@ def run_job(dcfg: DictConfig) -> float:
             print_epoch(result)
             tracker.log_metrics({key: getattr(result, key) for key in METRICS}, result.epoch)
 
+        def on_reference(ref: Reference) -> None:
+            tracker.log_metrics(ref.as_metrics(), step=0)
+
         try:
-            result = run_pipeline(cfg, on_epoch)
+            result = run_pipeline(cfg, on_epoch, on_reference)
         except Diverged as diverged:
             print(f"{diverged} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
             tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": diverged.epoch})
@@ -132,6 +145,7 @@ def main() -> None:
     # so that a user error is one line. Bugs still get their full traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM ends runs KILLED, like Ctrl-C
+    bound_http_retries()
     try:
         try:
             hydra_main()

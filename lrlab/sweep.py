@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lrlab import report
 from lrlab.config import Config
 from lrlab.errors import Abort, JobFailed, UsageError
-from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, resolve_tracking_uri
+from lrlab.provenance import config_hash, run_params
+from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, check_store, resolve_tracking_uri
 
 PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs
 SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
@@ -85,10 +86,12 @@ class LrlabCallback(Callback):
     def __init__(self) -> None:
         self.parent: Tracker | None = None
         self.plan: SweepPlan | None = None
+        self.planned: dict[str, str] = {}  # config hash -> run name, for every planned job
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            to_config(config)  # refuse bad input before the run exists
+            cfg = to_config(config)  # refuse bad input before the run exists
+            check_store(resolve_tracking_uri(cfg.tracking_uri))
         except Exception as error:
             raise Abort(error) from error
 
@@ -106,12 +109,18 @@ class LrlabCallback(Callback):
 
     def _start_sweep(self, config: DictConfig) -> None:
         self.plan = plan_sweep(config)
+        os.environ[SWEEP_KEYS_ENV] = ",".join(self.plan.keys if self.plan else [])
+        self.planned = {}
         if self.plan is not None:
             if not self.plan.jobs:
                 raise UsageError("the sweep has no jobs: a sweep list is empty")
             for overrides in self.plan.jobs:
-                to_config(compose(config_name="config", overrides=overrides))
+                job = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+                to_config(job)
+                params = run_params(job_config(job), dict(job.hydra.runtime.choices))
+                self.planned[config_hash(params)] = job_run_name(overrides)
         cfg = to_config(config)
+        check_store(resolve_tracking_uri(cfg.tracking_uri))
         swept = " ".join(self.plan.swept) if self.plan else " ".join(config.hydra.overrides.task)
         self.parent = Tracker.start(
             resolve_tracking_uri(cfg.tracking_uri),
@@ -123,7 +132,6 @@ class LrlabCallback(Callback):
         _active_parent = self.parent
         print(f"sweep: parent run {self.parent.run_id} in experiment {cfg.experiment_name!r}", flush=True)
         os.environ[PARENT_ENV] = self.parent.run_id
-        os.environ[SWEEP_KEYS_ENV] = ",".join(self.plan.keys if self.plan else [])
 
     def _end_sweep(self) -> None:
         global _active_parent
@@ -131,7 +139,7 @@ class LrlabCallback(Callback):
         parent, self.parent, _active_parent = self.parent, None, None
         os.environ.pop(PARENT_ENV, None)
         keys = os.environ.pop(SWEEP_KEYS_ENV, "").split(",")
-        failed = summarise(parent, [k for k in keys if k])
+        failed = summarise(parent, [k for k in keys if k], self.planned)
         parent.end(FAILED if failed else FINISHED)
         if failed:
             raise JobFailed(f"{len(failed)} job(s) failed (not diverged): {', '.join(failed)}")
@@ -157,19 +165,27 @@ def children(parent: Tracker) -> list[Run]:
 
 
 def outcome(run: Run) -> str:
-    if run.data.tags.get("lrlab.diverged") == "true":
-        return "DIVERGED"
-    if run.data.tags.get("lrlab.skipped") == "true":
-        return "SKIPPED"
-    return run.info.status
+    return "DIVERGED" if run.data.tags.get("lrlab.diverged") == "true" else run.info.status
 
 
-def summarise(parent: Tracker, keys: list[str]) -> list[str]:
+def skipped(parent: Tracker, runs: list[Run], planned: dict[str, str]) -> list[Run]:
+    """The FINISHED runs that planned jobs reused instead of running again (rerun=false)."""
+    ran = {run.data.tags.get("lrlab.config_hash") for run in runs}
+    experiment = parent.client.get_run(parent.run_id).info.experiment_id
+    reused: list[Run] = []
+    for identity in planned.keys() - ran:
+        query = f"tags.`lrlab.config_hash` = '{identity}' and attributes.status = 'FINISHED'"
+        reused += parent.client.search_runs([experiment], query, max_results=1)
+    return reused
+
+
+def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list[str]:
     """Log the overlay and the summary table on the parent, print the table; return the failed jobs."""
     runs = children(parent)
+    reused = skipped(parent, runs, planned)
     rows, curves, failed = [], {}, []
-    for run in runs:
-        name = run.info.run_name or run.info.run_id
+    for run in runs + reused:
+        name = planned.get(run.data.tags.get("lrlab.config_hash", ""), run.info.run_name or run.info.run_id)
         final = run.data.metrics
         rows.append(
             {
@@ -178,7 +194,7 @@ def summarise(parent: Tracker, keys: list[str]) -> list[str]:
                 "train_loss": final.get("train_loss"),
                 "w_error": final.get("w_error"),
                 "b_error": final.get("b_error"),
-                "status": outcome(run),
+                "status": "SKIPPED" if run in reused else outcome(run),
                 "run_id": run.info.run_id,
             }
         )
@@ -186,6 +202,8 @@ def summarise(parent: Tracker, keys: list[str]) -> list[str]:
         curves[name] = [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)]
         if outcome(run) in (FAILED, KILLED):
             failed.append(name)
+    order = list(planned.values())
+    rows.sort(key=lambda row: order.index(str(row["run"])) if row["run"] in order else len(order))
     table = report.summary_table(rows)
     parent.log_text(table.to_csv(index=False), "summary.csv")
     parent.log_text(table.to_html(index=False), "summary.html")

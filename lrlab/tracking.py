@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -22,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from lrlab.config import Config
+from lrlab.errors import UsageError
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -36,6 +39,52 @@ def resolve_tracking_uri(configured: str | None) -> str:
     if from_env:
         return from_env
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ***, for printing and logging."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Refuse a tracking URI that cannot work, in seconds and before any run is created.
+
+    sqlite: the folder of the file must exist and be writable; http(s): a server must answer /health.
+    """
+    scheme = urlsplit(uri).scheme
+    if scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if path is None:
+            raise UsageError(f"tracking_uri={redact(uri)}: a SQLite URI reads sqlite:///path/to/mlflow.db")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UsageError(f"tracking_uri={redact(uri)}: the folder {folder} does not exist or is not writable")
+    elif scheme in ("http", "https"):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout) as answer:
+                answer.read()
+        except (OSError, ValueError) as error:
+            raise UsageError(
+                f"tracking_uri={redact(uri)}: no MLflow server answered ({error}); start one with "
+                "`make ui` or `mlflow server --host 127.0.0.1 --port 5000`, or unset MLFLOW_TRACKING_URI"
+            ) from None
+    elif scheme not in ("", "file", "databricks", "postgresql", "mysql", "mssql"):
+        raise UsageError(
+            f"tracking_uri={redact(uri)}: unknown scheme {scheme!r}; "
+            "use sqlite:///path, http(s)://host:port or a folder"
+        )
+
+
+def bound_http_retries() -> None:
+    """MLflow retries a dead server for minutes by default; bound it unless the user has chosen."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -78,6 +127,20 @@ def dataset_input(cfg: Config) -> DatasetInput:
         profile=json.dumps({"num_rows": cfg.dataset.num_examples, "num_features": len(cfg.dataset.true_w)}),
     )
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
+def finished_run(tracking_uri: str, experiment_name: str, config_hash: str) -> str | None:
+    """The id of a FINISHED run of this config in the experiment, if there is one."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    found = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`lrlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
 
 
 class Tracker:

@@ -1,0 +1,113 @@
+"""``python -m lrlab.reproduce RUN_ID``: run a logged run again from what it logged, and compare.
+
+The config is rebuilt from the run's group choices (params ``model``, ``loss``, ...) and its logged
+``config.yaml``; the new run is tagged ``lrlab.reproduces=RUN_ID``. Every metric history except the
+timings is compared: exactly on the same device, within ``--rtol`` across devices. Exit 0 only if all match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from lrlab.provenance import GROUPS
+from lrlab.run import run_job
+from lrlab.sweep import job_config
+from lrlab.tracking import resolve_tracking_uri
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+TIMINGS = {"samples_per_second", "train_seconds"}  # wall-clock, never reproducible
+CROSS_DEVICE_RTOL = 1e-4
+
+
+def histories(client: MlflowClient, run: Run) -> dict[str, list[tuple[int, float]]]:
+    keys = sorted(set(run.data.metrics) - TIMINGS)
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) for key in keys}
+
+
+def same(a: float, b: float, rtol: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b if rtol == 0 else math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+
+
+def compare(
+    original: dict[str, list[tuple[int, float]]], again: dict[str, list[tuple[int, float]]], rtol: float
+) -> list[str]:
+    """The metric keys whose histories differ (steps or values)."""
+    differ = []
+    for key in sorted(original.keys() | again.keys()):
+        first, second = original.get(key, []), again.get(key, [])
+        steps_match = [s for s, _ in first] == [s for s, _ in second]
+        if not steps_match or not all(same(a, b, rtol) for (_, a), (_, b) in zip(first, second, strict=True)):
+            differ.append(key)
+    return differ
+
+
+def reproduce(run_id: str, tracking_uri: str) -> tuple[Run, Run]:
+    client = MlflowClient(tracking_uri)
+    original = client.get_run(run_id)
+    logged = OmegaConf.create(Path(client.download_artifacts(run_id, "config.yaml")).read_text())
+    choices = [f"{group}={original.data.params[group]}" for group in GROUPS if group in original.data.params]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        composed = compose(config_name="config", overrides=choices, return_hydra_config=True)
+    cfg = OmegaConf.merge(composed, logged)
+    assert isinstance(cfg, DictConfig)
+    cfg.tracking_uri, cfg.rerun = tracking_uri, True
+    experiment = client.get_experiment(original.info.experiment_id)
+    cfg.experiment_name = experiment.name
+    HydraConfig.instance().set_config(cfg)
+    run_job(
+        job_config(cfg),
+        run_name=f"reproduce {original.info.run_name}",
+        extra_tags={"lrlab.reproduces": run_id},
+    )
+    (again,) = client.search_runs(
+        [original.info.experiment_id],
+        f"tags.`lrlab.reproduces` = '{run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return original, again
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lrlab.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id", help="the MLflow run to reproduce")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    args = parser.parse_args(argv)
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        MlflowClient(tracking_uri).get_run(args.run_id)
+    except MlflowException:
+        print(f"lrlab: error: run_id={args.run_id!r}: no such run in {tracking_uri}", file=sys.stderr)
+        return 2
+    original, again = reproduce(args.run_id, tracking_uri)
+    client = MlflowClient(tracking_uri)
+    same_device = original.data.tags.get("lrlab.env.device") == again.data.tags.get("lrlab.env.device")
+    rtol = 0.0 if same_device else CROSS_DEVICE_RTOL
+    first, second = histories(client, original), histories(client, again)
+    differ = compare(first, second, rtol)
+    tolerance = "bit for bit (same device)" if same_device else f"within rtol={rtol} (another device)"
+    hashes = original.data.tags.get("lrlab.config_hash"), again.data.tags.get("lrlab.config_hash")
+    print(f"reproduced {args.run_id} as {again.info.run_id}: config hash {hashes[0]} -> {hashes[1]}")
+    for key in sorted(first.keys() | second.keys()):
+        print(f"  {key:<16} {len(first.get(key, []))} steps  {'DIFFERS' if key in differ else 'matches'}")
+    if differ or again.info.status != original.info.status:
+        print(f"NOT reproduced ({tolerance}): {', '.join(differ) or 'status differs'}")
+        return 1
+    print(f"reproduced {tolerance}: every metric history matches")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
