@@ -81,8 +81,8 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
         tracker.log_inputs([dataset_input(cfg)])
 
         def on_epoch(result: EpochResult) -> None:
-            print_epoch(result)
             tracker.log_metrics({key: getattr(result, key) for key in METRICS}, result.epoch)
+            print_epoch(result)  # after logging: an epoch on the screen is an epoch in the record
 
         def on_reference(ref: Reference) -> None:
             tracker.log_metrics(ref.as_metrics(), step=0)

@@ -1,0 +1,160 @@
+"""Divergence, crashes, interrupts, bad input, a down server and parallel writers: nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tests.e2e.test_cli import all_runs
+
+pytestmark = pytest.mark.e2e
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def by_name(runs: list[Run]) -> dict[str, Run]:
+    return {str(r.info.run_name): r for r in runs}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+BAD_INPUT = [
+    ("lr=-1", "lr"),
+    ("lr=abc", "lr"),
+    ("batch_size=0", "batch_size"),
+    ("batch_size=5000", "batch_size"),
+    ("num_epochs=0", "num_epochs"),
+    ("dataset.num_examples=-5", "dataset.num_examples"),
+    ("dataset.noise_std=-1", "dataset.noise_std"),
+    ("dataset.true_w=[]", "dataset.true_w"),
+    ("dataset.true_w=[1,x]", "dataset.true_w"),
+    ("model=foo", "model"),
+    ("optimizr=sgd", "optimizr"),
+    ("lrr=0.1", "lrr"),
+    ("tracking_uri=sqlite:////no/such/folder/mlflow.db", "tracking_uri"),
+    ("tracking_uri=nosuch://store", "tracking_uri"),
+    ("-m lr=choice()", "lr"),
+    ("-m lr=0.1,-1", "lr"),  # one bad job refuses the whole sweep before any run
+]
+
+
+@pytest.mark.parametrize(("override", "key"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_is_one_line_naming_the_key_and_leaves_no_run(
+    run_cli: Cli, client: MlflowClient, override: str, key: str
+) -> None:
+    done = run_cli(*override.split())
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrlab: error: "), done.stderr
+    assert key in lines[0] and "Traceback" not in done.stderr
+    assert all_runs(client) == []
+
+
+def test_diverged_job_fails_alone_and_the_sweep_exits_0(run_cli: Cli, client: MlflowClient) -> None:
+    done = run_cli("-m", "lr=0.03,10,0.1")
+    assert done.returncode == 0, done.stderr
+    runs = by_name(all_runs(client))
+    diverged = runs["lr=10"]
+    assert diverged.info.status == "FAILED" and diverged.data.tags["lrlab.diverged"] == "true"
+    assert int(diverged.data.tags["lrlab.diverged_epoch"]) >= 1
+    assert client.get_metric_history(diverged.info.run_id, "train_loss")  # what was logged stays
+    assert runs["lr=0.03"].info.status == runs["lr=0.1"].info.status == "FINISHED"
+    assert runs["sweep lr=0.03,10,0.1"].info.status == "FINISHED"
+    summary = done.stdout.split("status")[-1]
+    assert "DIVERGED" in summary and summary.count("FINISHED") == 2
+
+
+def test_crashed_job_fails_with_its_error_the_rest_run_and_the_sweep_exits_1(
+    run_cli: Cli, client: MlflowClient
+) -> None:
+    # 10**12 examples cannot be allocated: a real crash inside the job, not a config error.
+    done = run_cli("-m", "dataset.num_examples=1000,1000000000000")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("lrlab: error: 1 job(s) failed")
+    runs = by_name(all_runs(client))
+    crashed = runs["dataset.num_examples=1000000000000"]
+    assert crashed.info.status == "FAILED" and "lrlab.error" in crashed.data.tags
+    assert "error.txt" in {a.path for a in client.list_artifacts(crashed.info.run_id)}
+    assert runs["dataset.num_examples=1000"].info.status == "FINISHED"
+    assert runs["sweep dataset.num_examples=1000,1000000000000"].info.status == "FAILED"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_interrupt_ends_the_run_killed(tmp_path: Path, tracking_uri: str, signum: int, sweep: bool) -> None:
+    args = ["-m", "lr=0.03,0.01"] if sweep else []
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lrlab.run",
+            *args,
+            "num_epochs=100000",
+            "dataset.num_examples=200",
+            f"hydra.run.dir={tmp_path}/out",
+            f"hydra.sweep.dir={tmp_path}/multi",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("epoch 5,"):
+            break
+    process.send_signal(signum)
+    start = time.monotonic()
+    process.communicate(timeout=30)
+    assert time.monotonic() - start < 10
+    assert process.returncode == 130
+    runs = all_runs(MlflowClient(tracking_uri))
+    assert runs and all(r.info.status == "KILLED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    job = next(r for r in runs if "lrlab.sweep" not in r.data.tags)
+    assert len(MlflowClient(tracking_uri).get_metric_history(job.info.run_id, "train_loss")) >= 5
+
+
+def test_a_down_server_fails_fast_with_one_line(run_cli: Cli) -> None:
+    uri = f"http://lrlab:secret@127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    done = run_cli("-m", "lr=0.01,0.03", f"tracking_uri={uri}")
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2 and elapsed < 10
+    (line,) = done.stderr.strip().splitlines()
+    assert "no MLflow server answered" in line and "mlflow server --host 127.0.0.1" in line
+    assert "secret" not in done.stdout + done.stderr and "lrlab:***@127.0.0.1" in line
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_parallel_joblib_sweep_into_a_fresh_store(run_cli: Cli, tmp_path: Path, attempt: int) -> None:
+    fresh = tmp_path / f"fresh-{attempt}" / "mlflow.db"
+    fresh.parent.mkdir()
+    done = run_cli(
+        "-m",
+        "launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "lr=0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08",
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{fresh}"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "database is locked" not in done.stderr
+    runs = all_runs(MlflowClient(f"sqlite:///{fresh}"))
+    parent = next(r for r in runs if r.data.tags.get("lrlab.sweep") == "true")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["lrlab.job_num"] for r in children}) == 8
