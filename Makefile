@@ -7,7 +7,8 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep test lint ui
+.PHONY: help install sweep test lint ui studies reproduce
+STUDIES := $(basename $(notdir $(wildcard experiments/*.yaml)))
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-22s %s\n", $$1, $$2}'
@@ -32,3 +33,13 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 
 ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+study-%: $(STAMP) ## run one study from experiments/ (resumable; e.g. make study-lr_sweep)
+	@test -f experiments/$*.yaml || { echo "lrlab: error: study=$* does not exist: choose one of $(STUDIES)" >&2; exit 2; }
+	$(PY) -m lrlab.run experiment=$*
+
+studies: $(addprefix study-,$(STUDIES)) ## run every study in experiments/
+
+reproduce: $(STAMP) ## run a logged run again and compare every metric history (make reproduce RUN=<run id>)
+	@test -n "$(RUN)" || { echo "lrlab: error: RUN is not set: make reproduce RUN=<mlflow run id>" >&2; exit 2; }
+	$(PY) -m lrlab.reproduce $(RUN)

@@ -18,13 +18,13 @@ CURVES = ("train_loss", "w_error", "b_error")
 
 
 def _positive(values: Sequence[float]) -> list[float]:
-    """Log axes cannot show 0 or inf; such points are left out (NaN)."""
-    return [v if 0 < v < float("inf") else float("nan") for v in values]
+    """Log axes cannot show 0 or inf (which MLflow stores as the largest float); such points are left out."""
+    return [v if 0 < v < 1e300 else float("nan") for v in values]
 
 
 def _log_y(ax: Axes, values: Sequence[float]) -> None:
     """A log y-axis where there is something positive and finite to show."""
-    if any(math.isfinite(y) and y > 0 for y in values):
+    if any(0 < y < 1e300 for y in values):
         ax.set_yscale("log")
 
 
@@ -62,3 +62,27 @@ def summary_table(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def versus(
+    xs: Sequence[float],
+    ys: Mapping[str, Sequence[float]],
+    xlabel: str,
+    title: str,
+    hlines: Mapping[str, float] | None = None,
+    vlines: Mapping[str, float] | None = None,
+) -> Figure:
+    """Final metrics against a swept numeric key, log-log, with theory drawn as reference lines."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for label, values in ys.items():
+        ax.plot(xs, _positive(values), marker="o", label=label)
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, linestyle="--", color="gray", label=f"{label} = {y:.3g}")
+    for label, x in (vlines or {}).items():
+        ax.axvline(x, linestyle=":", color="red", label=f"{label} = {x:.3g}")
+    ax.set(xlabel=f"{xlabel} (log scale)", ylabel="final value (log scale)", xscale="log", title=title)
+    _log_y(ax, [v for values in ys.values() for v in values])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

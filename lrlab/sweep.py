@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -211,4 +213,40 @@ def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list
     parent.log_figure(figure, "comparison.png")
     report.close(figure)
     print(table.drop(columns="run_id").to_string(index=False), flush=True)
+    theory_pictures(parent, keys, runs + reused)
     return failed
+
+
+def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
+    """For an lr sweep: final loss against lr with the OLS floor and lr_critical. For a sample-size sweep:
+    w/b error against n with the fitted slope (logged as ``error_slope``; theory says -1/2)."""
+    if len(keys) != 1 or keys[0] not in ("lr", "dataset.num_examples") or len(runs) < 2:
+        return
+    key = keys[0]
+    runs = sorted(runs, key=lambda run: float(run.data.params[key]))
+    xs = [float(run.data.params[key]) for run in runs]
+    final = {m: [run.data.metrics.get(m, math.nan) for run in runs] for m in ("train_loss", "w_error", "b_error")}
+    first = runs[0].data.metrics
+    if key == "lr":
+        figure = report.versus(
+            xs,
+            {"train_loss": final["train_loss"]},
+            "lr",
+            "final train_loss against lr",
+            hlines={"OLS floor": first.get("ols_train_loss", math.nan)},
+            vlines={"lr_critical": first.get("lr_critical", math.nan)},
+        )
+        parent.log_figure(figure, "lr_vs_loss.png")
+    else:
+        errors = {
+            "w_error": final["w_error"],
+            "ols_w_error": [run.data.metrics.get("ols_w_error", math.nan) for run in runs],
+        }
+        finite = [(x, y) for x, y in zip(xs, errors["w_error"], strict=True) if y > 0 and math.isfinite(y)]
+        slope = float(np.polyfit(np.log([x for x, _ in finite]), np.log([y for _, y in finite]), 1)[0])
+        parent.log_metrics({"error_slope": slope}, step=0)
+        parent.flush()
+        print(f"w_error ∝ n^{slope:.2f} (theory: n^-0.5)", flush=True)
+        figure = report.versus(xs, errors, "num_examples", f"w error against n: slope {slope:.2f} (theory -0.5)")
+        parent.log_figure(figure, "error_vs_n.png")
+    report.close(figure)
