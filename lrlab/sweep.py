@@ -196,6 +196,7 @@ def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list
                 "train_loss": final.get("train_loss"),
                 "w_error": final.get("w_error"),
                 "b_error": final.get("b_error"),
+                "train_seconds": final.get("train_seconds"),
                 "status": "SKIPPED" if run in reused else outcome(run),
                 "run_id": run.info.run_id,
             }
@@ -215,6 +216,11 @@ def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list
     print(table.drop(columns="run_id").to_string(index=False), flush=True)
     theory_pictures(parent, keys, runs + reused)
     return failed
+
+
+def _loglog_slope(xs: list[float], ys: list[float]) -> float:
+    points = [(x, y) for x, y in zip(xs, ys, strict=True) if 0 < y < 1e300]
+    return float(np.polyfit(np.log([x for x, _ in points]), np.log([y for _, y in points]), 1)[0])
 
 
 def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
@@ -238,15 +244,12 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
         )
         parent.log_figure(figure, "lr_vs_loss.png")
     else:
-        errors = {
-            "w_error": final["w_error"],
-            "ols_w_error": [run.data.metrics.get("ols_w_error", math.nan) for run in runs],
-        }
-        finite = [(x, y) for x, y in zip(xs, errors["w_error"], strict=True) if y > 0 and math.isfinite(y)]
-        slope = float(np.polyfit(np.log([x for x, _ in finite]), np.log([y for _, y in finite]), 1)[0])
-        parent.log_metrics({"error_slope": slope}, step=0)
+        errors = {m: [run.data.metrics.get(m, math.nan) for run in runs] for m in ("w_error", "ols_w_error")}
+        slopes = {m: _loglog_slope(xs, errors[m]) for m in errors}
+        parent.log_metrics({"error_slope": slopes["w_error"], "ols_error_slope": slopes["ols_w_error"]}, step=0)
         parent.flush()
-        print(f"w_error ∝ n^{slope:.2f} (theory: n^-0.5)", flush=True)
-        figure = report.versus(xs, errors, "num_examples", f"w error against n: slope {slope:.2f} (theory -0.5)")
+        print(f"w_error ∝ n^{slopes['w_error']:.2f}, ols_w_error ∝ n^{slopes['ols_w_error']:.2f} (theory: n^-0.5)")
+        title = f"w error against n: SGD slope {slopes['w_error']:.2f}, OLS slope {slopes['ols_w_error']:.2f}"
+        figure = report.versus(xs, errors, "num_examples", title)
         parent.log_figure(figure, "error_vs_n.png")
     report.close(figure)
