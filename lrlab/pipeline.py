@@ -45,7 +45,6 @@ class TrainResult:
     b: float
     train_seconds: float  # wall time of step 7 (updates and per-epoch evaluation)
     samples_per_second: float  # examples consumed by updates per second of train_seconds
-    reference: Reference
     device: str = ""
 
 
@@ -140,7 +139,6 @@ def train(
         b=float(b),
         train_seconds=seconds,
         samples_per_second=cfg.num_epochs * num_examples / seconds,
-        reference=ref,
         device=str(features.device),
     )
 

@@ -16,14 +16,19 @@ from matplotlib.figure import Figure
 CURVES = ("train_loss", "w_error", "b_error")
 
 
+def plottable(value: float) -> bool:
+    """Whether a log axis can show the value: not 0, negative, NaN or inf (MLflow stores inf as ~1.8e308)."""
+    return 0 < value < 1e300
+
+
 def _positive(values: Sequence[float]) -> list[float]:
-    """Log axes cannot show 0 or inf (which MLflow stores as the largest float); such points are left out."""
-    return [v if 0 < v < 1e300 else float("nan") for v in values]
+    """The values, with those a log axis cannot show left out (NaN)."""
+    return [v if plottable(v) else float("nan") for v in values]
 
 
 def _log_y(ax: Axes, values: Sequence[float]) -> None:
-    """A log y-axis where there is something positive and finite to show."""
-    if any(0 < y < 1e300 for y in values):
+    """A log y-axis where there is something to show on it."""
+    if any(plottable(y) for y in values):
         ax.set_yscale("log")
 
 

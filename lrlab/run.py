@@ -16,6 +16,7 @@ import traceback
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from lrlab import report
@@ -51,22 +52,25 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
     cfg = to_config(dcfg)
     overrides = list(hydra_cfg.overrides.task)
     params = run_params(dcfg, dict(hydra_cfg.runtime.choices))
+    identity = config_hash(params)
+    tracking_uri = resolve_tracking_uri(cfg.tracking_uri)
+    name = run_name or job_run_name(overrides)
+    if not cfg.rerun:
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name(cfg.experiment_name)
+        done = experiment and finished_run(client, experiment.experiment_id, identity)
+        if done:
+            print(f"skipped {name}: this config already FINISHED as run {done.info.run_id} (rerun=true runs it again)")
+            return math.nan
     tags = {
         "lrlab.overrides": " ".join(overrides),
-        "lrlab.config_hash": config_hash(params),
+        "lrlab.config_hash": identity,
         **code_tags(),
         **environment_tags(cfg.device.resolve()),
         **(extra_tags or {}),
     }
     if hydra_cfg.mode == RunMode.MULTIRUN:
         tags["lrlab.job_num"] = str(hydra_cfg.job.num)
-    tracking_uri = resolve_tracking_uri(cfg.tracking_uri)
-    name = run_name or job_run_name(overrides)
-    if not cfg.rerun:
-        done = finished_run(tracking_uri, cfg.experiment_name, tags["lrlab.config_hash"])
-        if done:
-            print(f"skipped {name}: this config already FINISHED as run {done} (rerun=true runs it again)")
-            return math.nan
     tracker = Tracker.start(
         tracking_uri,
         cfg.experiment_name,

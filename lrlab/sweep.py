@@ -29,7 +29,7 @@ from lrlab import report
 from lrlab.config import Config
 from lrlab.errors import Abort, JobFailed, UsageError
 from lrlab.provenance import config_hash, run_params
-from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, check_store, resolve_tracking_uri
+from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, check_store, finished_run, resolve_tracking_uri
 
 PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs
 SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
@@ -174,11 +174,8 @@ def skipped(parent: Tracker, runs: list[Run], planned: dict[str, str]) -> list[R
     """The FINISHED runs that planned jobs reused instead of running again (rerun=false)."""
     ran = {run.data.tags.get("lrlab.config_hash") for run in runs}
     experiment = parent.client.get_run(parent.run_id).info.experiment_id
-    reused: list[Run] = []
-    for identity in planned.keys() - ran:
-        query = f"tags.`lrlab.config_hash` = '{identity}' and attributes.status = 'FINISHED'"
-        reused += parent.client.search_runs([experiment], query, max_results=1)
-    return reused
+    found = (finished_run(parent.client, experiment, identity) for identity in planned.keys() - ran)
+    return [run for run in found if run is not None]
 
 
 def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list[str]:
@@ -219,7 +216,7 @@ def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list
 
 
 def _loglog_slope(xs: list[float], ys: list[float]) -> float:
-    points = [(x, y) for x, y in zip(xs, ys, strict=True) if 0 < y < 1e300]
+    points = [(x, y) for x, y in zip(xs, ys, strict=True) if report.plottable(y)]
     return float(np.polyfit(np.log([x for x, _ in points]), np.log([y for _, y in points]), 1)[0])
 
 
@@ -231,12 +228,11 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
     key = keys[0]
     runs = sorted(runs, key=lambda run: float(run.data.params[key]))
     xs = [float(run.data.params[key]) for run in runs]
-    final = {m: [run.data.metrics.get(m, math.nan) for run in runs] for m in ("train_loss", "w_error", "b_error")}
     first = runs[0].data.metrics
     if key == "lr":
         figure = report.versus(
             xs,
-            {"train_loss": final["train_loss"]},
+            {"train_loss": [run.data.metrics.get("train_loss", math.nan) for run in runs]},
             "lr",
             "final train_loss against lr",
             hlines={"OLS floor": first.get("ols_train_loss", math.nan)},

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -129,18 +129,11 @@ def dataset_input(cfg: Config) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
 
 
-def finished_run(tracking_uri: str, experiment_name: str, config_hash: str) -> str | None:
-    """The id of a FINISHED run of this config in the experiment, if there is one."""
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return None
-    found = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`lrlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    return found[0].info.run_id if found else None
+def finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> Run | None:
+    """A FINISHED run of this config in the experiment, if there is one."""
+    query = f"tags.`lrlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'"
+    found = client.search_runs([experiment_id], query, max_results=1)
+    return found[0] if found else None
 
 
 class Tracker:
