@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+
+from lrlab.names import flatten
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the YAML options Hydra composes onto Config
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit
+# Groups whose option files each set the group's ``name``: a choice and its name must agree.
+NAMED_GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device")
 
 
 class ConfigError(ValueError):
@@ -202,6 +212,9 @@ class Config:
     rerun: bool = True
     # Stop a job when its loss or parameters pass this size (divergence); it ends FAILED.
     divergence_threshold: float = 1e12
+    # A RUNNING run of another host whose heartbeat is older than this (seconds) is ended KILLED as an
+    # orphan; runs of this host are ended as soon as their process is gone (see lrlab/orphans.py).
+    orphan_timeout: float = 900.0
 
     def __post_init__(self) -> None:
         _require(_is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
@@ -213,22 +226,119 @@ class Config:
             self.batch_size,
         )
         _require(self.num_epochs > 0, "num_epochs", "a positive integer", self.num_epochs)
-        _require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _require(0 <= self.seed <= SEED_MAX, "seed", f"an integer in [0, 2**64-1 = {SEED_MAX}]", self.seed)
         for key in ("data_seed", "init_seed", "shuffle_seed"):
             value = getattr(self, key)
-            _require(value is None or value >= 0, key, "null or an integer >= 0", value)
+            _require(value is None or 0 <= value <= SEED_MAX, key, "null or an integer in [0, 2**64-1]", value)
         _require(bool(self.experiment_name.strip()), "experiment_name", "a non-empty string", self.experiment_name)
+        _require(
+            len(self.experiment_name) <= MAX_EXPERIMENT_NAME,
+            "experiment_name",
+            f"at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit), not {len(self.experiment_name)}",
+            self.experiment_name[:40] + "…",
+        )
         _require(
             _is_number(self.divergence_threshold) and self.divergence_threshold > 0,
             "divergence_threshold",
             "a finite number > 0",
             self.divergence_threshold,
         )
+        _require(
+            _is_number(self.orphan_timeout) and self.orphan_timeout > 0,
+            "orphan_timeout",
+            "a finite number of seconds > 0",
+            self.orphan_timeout,
+        )
 
     def stream_seed(self, stream: str) -> int:
         """The seed of one random stream: ``data``, ``init`` or ``shuffle``."""
         given = getattr(self, f"{stream}_seed")
         return int(given) if given is not None else derive_seed(self.seed, stream)
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the numbers, typed and resolved: the input of ``lrlab.config_hash``.
+
+        Left out: where the run is recorded and kept (``experiment_name``, ``tracking_uri``, ``rerun``,
+        ``orphan_timeout``), labels
+        (``dataset.name``) and settings the chosen optimizer ignores. Seeds appear as the three streams
+        they give, and ``device`` as the device it resolved to, so that two spellings of one computation
+        (``optimizer=momentum`` and ``optimizer=sgd optimizer.momentum=0.9``) have one identity.
+        """
+        tree = _plain(asdict(self))
+        where = ("experiment_name", "tracking_uri", "rerun", "orphan_timeout")
+        for key in (*where, "seed", "data_seed", "init_seed", "shuffle_seed"):
+            tree.pop(key)
+        tree["streams"] = {stream: self.stream_seed(stream) for stream in ("data", "init", "shuffle")}
+        tree["dataset"].pop("name")
+        tree["device"] = {"name": self.device.resolve().type}
+        if self.optimizer.name is not OptimizerName.sgd:
+            tree["optimizer"].pop("momentum")
+        if self.optimizer.name is not OptimizerName.adam:
+            tree["optimizer"].pop("betas")
+        return tree
+
+
+def _plain(value: Any) -> Any:
+    """Enums as their values, all the way down."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.value if isinstance(value, Enum) else value
+
+
+def job_config(config: DictConfig) -> DictConfig:
+    """The config a job sees: the composed config without Hydra's own node."""
+    job = deepcopy(config)  # keeps the structured type, so to_object builds a Config
+    with open_dict(job):
+        job.pop("hydra", None)
+    return job
+
+
+def _field_keys(schema: Any, prefix: str = "") -> set[str]:
+    keys = set()
+    for f in fields(schema):
+        value = getattr(schema, f.name)
+        keys |= _field_keys(value, f"{prefix}{f.name}.") if is_dataclass(value) else {f"{prefix}{f.name}"}
+    return keys
+
+
+def option_name(group: str, option: str) -> str | None:
+    """The ``name`` that the option file ``conf/<group>/<option>.yaml`` sets, if it sets one."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    loaded = OmegaConf.load(path)
+    name = loaded.get("name") if isinstance(loaded, DictConfig) else None
+    return None if name is None else str(name)
+
+
+def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config:
+    """The typed, validated config (raises ``ConfigError`` or an OmegaConf validation error).
+
+    Refuses a key the schema does not have (even one added with ``+``) and, given Hydra's group
+    choices, a group whose ``name`` is not the name its chosen option sets (``loss=mse loss.name=squared``).
+    """
+    job = job_config(dcfg) if "hydra" in dcfg else dcfg
+    cfg = OmegaConf.to_object(job)
+    assert isinstance(cfg, Config)
+    tree: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
+    unknown = sorted(set(flatten(tree)) - _field_keys(cfg))
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: no such key (check the spelling; `python -m lrlab.run --cfg job` lists every key)"
+        )
+    for group in NAMED_GROUPS:
+        choice = (choices or {}).get(group)
+        expected = option_name(group, str(choice)) if choice else None
+        actual = getattr(cfg, group).name
+        actual = actual.value if isinstance(actual, Enum) else str(actual)
+        if expected is not None and expected != actual:
+            raise ConfigError(
+                f"{group}.name={actual!r} disagrees with the choice {group}={choice} (whose name is {expected!r}): "
+                f"choose the option with {group}=<option>, or set a study's option with `- override /{group}: ...`"
+            )
+    return cfg
 
 
 def register_configs() -> None:

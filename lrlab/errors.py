@@ -23,6 +23,10 @@ class JobFailed(LrlabError):
     """A job (or some jobs of a sweep) ended FAILED for a reason other than divergence."""
 
 
+class StoreUnreachable(LrlabError):
+    """The tracking server stopped answering mid-run: later jobs would fail the same way."""
+
+
 class UsageError(LrlabError):
     """A refusal found outside the config schema (a tracking URI, a study name...)."""
 

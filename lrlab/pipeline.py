@@ -6,7 +6,8 @@
 
 ``run_pipeline(cfg)`` calls them top to bottom. Each epoch's result goes to ``on_epoch`` (the caller
 prints and records it); a loss or parameter that is non-finite or past ``cfg.divergence_threshold`` raises
-``Diverged`` at the end of that epoch at the latest.
+``Diverged`` at the end of that epoch at the latest. ``should_stop`` is asked before every step; when it
+answers yes, training raises ``Stopped`` with the epochs completed so far.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ class Diverged(RuntimeError):
         self.epoch, self.reason, self.history = epoch, reason, history
 
 
+class Stopped(RuntimeError):
+    """A stop was asked for (Ctrl-C, SIGTERM) during training."""
+
+    def __init__(self, epoch: int, history: list[EpochResult]) -> None:
+        super().__init__(f"stopped during epoch {epoch}")
+        self.epoch, self.history = epoch, history
+
+
+def never() -> bool:
+    return False
+
+
 # 1 生成数据集
 def generate_dataset(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(cfg.stream_seed("data"))
@@ -100,6 +113,7 @@ def train(
     labels: torch.Tensor,
     ref: Reference,
     on_epoch: Callable[[EpochResult], None],
+    should_stop: Callable[[], bool] = never,
 ) -> TrainResult:
     true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
     num_examples = len(features)
@@ -115,6 +129,8 @@ def train(
             disable=None if num_batches >= PROGRESS_BAR_MIN_BATCHES else True,
         )
         for X, y in batches:
+            if should_stop():
+                raise Stopped(epoch, history)
             optimizer.update(loss(net(X), y))  # X和y的小批量损失 -> one update
         with torch.no_grad():
             train_loss = float(loss(net(features), labels).mean())
@@ -157,6 +173,7 @@ def run_pipeline(
     cfg: Config,
     on_epoch: Callable[[EpochResult], None] = lambda _: None,
     on_reference: Callable[[Reference], None] = lambda _: None,
+    should_stop: Callable[[], bool] = never,
 ) -> TrainResult:
     """The seven steps, top to bottom. ``on_reference`` gets the closed-form references before training."""
     device = cfg.device.resolve()
@@ -169,4 +186,4 @@ def run_pipeline(
     net = define_model(cfg, w, b, device)  # 4
     loss = define_loss(cfg)  # 5
     optimizer = define_optimizer(cfg, net)  # 6
-    return train(cfg, net, loss, optimizer, reader, features, labels, ref, on_epoch)  # 7
+    return train(cfg, net, loss, optimizer, reader, features, labels, ref, on_epoch, should_stop)  # 7

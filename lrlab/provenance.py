@@ -1,40 +1,65 @@
-"""What a run records about where it came from: config identity, code version and environment."""
+"""What a run records about where it came from: config identity, code version and environment.
+
+Pure: no MLflow client here, only the tag names MLflow's UI reads (Source, Version, User columns).
+"""
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 from omegaconf import DictConfig, OmegaConf
 
 import lrlab
-from lrlab.tracking import flatten, redact
+from lrlab.config import Config
+from lrlab.names import flatten, redact, redact_uri
 
 GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "launcher")
-
-# Keys that say where a run is recorded or how it is launched, not what it computes.
-NOT_IDENTITY = ("experiment_name", "tracking_uri", "rerun", "launcher")
-REPO_ROOT = Path(lrlab.__file__).resolve().parent.parent
+PACKAGE = Path(lrlab.__file__).resolve().parent
+REPO_ROOT = PACKAGE.parent
 
 
 def run_params(dcfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
-    """Every leaf of the resolved config as a dotted key, plus each group's chosen option."""
+    """Every leaf of the resolved config as a dotted key, plus each group's chosen option.
+
+    A null setting is left out; the tracking URI is logged without its password.
+    """
     tree: dict[str, Any] = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
     if tree.get("tracking_uri"):
-        tree["tracking_uri"] = redact(str(tree["tracking_uri"]))
-    return {**flatten(tree), **{group: choices[group] for group in GROUPS if choices.get(group)}}
+        tree["tracking_uri"] = redact_uri(str(tree["tracking_uri"]))
+    params = {**flatten(tree), **{group: choices[group] for group in GROUPS if choices.get(group)}}
+    return {key: value for key, value in params.items() if value is not None}
 
 
-def config_hash(params: dict[str, Any]) -> str:
-    """The identity of a run's config: the same resolved config gives the same hash."""
-    identity = {k: v for k, v in params.items() if k.split(".")[0] not in NOT_IDENTITY}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_yaml(dcfg: DictConfig) -> str:
+    """The composed config as YAML, as the job saw it, without any password."""
+    return redact(OmegaConf.to_yaml(dcfg, resolve=True))
+
+
+def config_hash(cfg: Config) -> str:
+    """The identity of a computation: the typed, resolved config that determines the numbers.
+
+    Option names, where the run is recorded and how it is launched are not part of it; ``device=auto``
+    counts as the device it resolved to (see ``Config.identity``).
+    """
+    return hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_digest() -> str:
+    """A digest of lrlab's own source (every .py file of the package): the code that computed a run."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _git(*args: str) -> str | None:
@@ -45,15 +70,31 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _source_name() -> str:
+    """The entry point that ran, as MLflow's Source column shows it (e.g. ``lrlab/run.py``)."""
+    entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if entry is None or not entry.is_file():
+        return "lrlab"
+    return entry.relative_to(REPO_ROOT).as_posix() if entry.is_relative_to(REPO_ROOT) else entry.name
+
+
 def code_tags() -> dict[str, str]:
-    """The git commit of lrlab's checkout, whether its tree was dirty, and lrlab's version."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
+    """The code that ran: lrlab's version and source digest, its git commit and whether the tree was dirty,
+    and MLflow's standard source, version and user tags (the UI's Source, Version and User columns)."""
+    commit = _git("rev-parse", "HEAD") if (REPO_ROOT / ".git").exists() else None
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    tags = {
         "lrlab.version": lrlab.__version__,
+        "lrlab.code_digest": code_digest(),
         "lrlab.git_commit": commit or "unknown",
         "lrlab.git_dirty": "unknown" if status is None else str(bool(status)).lower(),
+        MLFLOW_SOURCE_NAME: _source_name(),
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        MLFLOW_USER: getpass.getuser(),
     }
+    if commit:
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
 
 
 def environment_tags(device: torch.device) -> dict[str, str]:

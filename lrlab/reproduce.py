@@ -2,7 +2,8 @@
 
 The config is rebuilt from the run's group choices (params ``model``, ``loss``, ...) and its logged
 ``config.yaml``; the new run is tagged ``lrlab.reproduces=RUN_ID``. Every metric history except the
-timings is compared: exactly on the same device, within ``--rtol`` across devices. Exit 0 only if all match.
+timings is compared: exactly on the same device, within ``--rtol`` across devices. Given a sweep's parent
+run, every job of the sweep is reproduced in turn. Exit 0 only if all match.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from lrlab import interrupt
+from lrlab.config import CONF_DIR, job_config
+from lrlab.names import redact_uri
 from lrlab.provenance import GROUPS
-from lrlab.run import run_job
-from lrlab.sweep import job_config
-from lrlab.tracking import resolve_tracking_uri
+from lrlab.run import quiet_libraries, run_job
+from lrlab.store import resolve_tracking_uri
+from lrlab.tracking import bound_http_retries
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 TIMINGS = {"samples_per_second", "train_seconds"}  # wall-clock, never reproducible
 CROSS_DEVICE_RTOL = 1e-4
 
@@ -58,7 +61,7 @@ def reproduce(run_id: str, tracking_uri: str) -> tuple[Run, Run]:
     original = client.get_run(run_id)
     logged = OmegaConf.create(Path(client.download_artifacts(run_id, "config.yaml")).read_text())
     choices = [f"{group}={original.data.params[group]}" for group in GROUPS if group in original.data.params]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=choices, return_hydra_config=True)
     cfg = OmegaConf.merge(composed, logged)
     assert isinstance(cfg, DictConfig)
@@ -66,18 +69,32 @@ def reproduce(run_id: str, tracking_uri: str) -> tuple[Run, Run]:
     experiment = client.get_experiment(original.info.experiment_id)
     cfg.experiment_name = experiment.name
     HydraConfig.instance().set_config(cfg)
-    run_job(
+    result = run_job(
         job_config(cfg),
         run_name=f"reproduce {original.info.run_name}",
         extra_tags={"lrlab.reproduces": run_id},
     )
-    (again,) = client.search_runs(
-        [original.info.experiment_id],
-        f"tags.`lrlab.reproduces` = '{run_id}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return original, again
+    assert result.run_id is not None
+    return original, client.get_run(result.run_id)
+
+
+def check(client: MlflowClient, run_id: str, tracking_uri: str) -> bool:
+    """Reproduce one run and print how its metric histories compare; True if they all match."""
+    original, again = reproduce(run_id, tracking_uri)
+    same_device = original.data.tags.get("lrlab.env.device") == again.data.tags.get("lrlab.env.device")
+    rtol = 0.0 if same_device else CROSS_DEVICE_RTOL
+    first, second = histories(client, original), histories(client, again)
+    differ = compare(first, second, rtol)
+    tolerance = "bit for bit (same device)" if same_device else f"within rtol={rtol} (another device)"
+    hashes = original.data.tags.get("lrlab.config_hash"), again.data.tags.get("lrlab.config_hash")
+    print(f"reproduced {run_id} as {again.info.run_id}: config hash {hashes[0]} -> {hashes[1]}")
+    for key in sorted(first.keys() | second.keys()):
+        print(f"  {key:<16} {len(first.get(key, []))} steps  {'DIFFERS' if key in differ else 'matches'}")
+    if differ or again.info.status != original.info.status:
+        print(f"NOT reproduced ({tolerance}): {', '.join(differ) or 'status differs'}")
+        return False
+    print(f"reproduced {tolerance}: every metric history matches")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,28 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id", help="the MLflow run to reproduce")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     args = parser.parse_args(argv)
+    quiet_libraries()
+    interrupt.install()
+    bound_http_retries()
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    try:
-        MlflowClient(tracking_uri).get_run(args.run_id)
-    except MlflowException:
-        print(f"lrlab: error: run_id={args.run_id!r}: no such run in {tracking_uri}", file=sys.stderr)
-        return 2
-    original, again = reproduce(args.run_id, tracking_uri)
     client = MlflowClient(tracking_uri)
-    same_device = original.data.tags.get("lrlab.env.device") == again.data.tags.get("lrlab.env.device")
-    rtol = 0.0 if same_device else CROSS_DEVICE_RTOL
-    first, second = histories(client, original), histories(client, again)
-    differ = compare(first, second, rtol)
-    tolerance = "bit for bit (same device)" if same_device else f"within rtol={rtol} (another device)"
-    hashes = original.data.tags.get("lrlab.config_hash"), again.data.tags.get("lrlab.config_hash")
-    print(f"reproduced {args.run_id} as {again.info.run_id}: config hash {hashes[0]} -> {hashes[1]}")
-    for key in sorted(first.keys() | second.keys()):
-        print(f"  {key:<16} {len(first.get(key, []))} steps  {'DIFFERS' if key in differ else 'matches'}")
-    if differ or again.info.status != original.info.status:
-        print(f"NOT reproduced ({tolerance}): {', '.join(differ) or 'status differs'}")
-        return 1
-    print(f"reproduced {tolerance}: every metric history matches")
-    return 0
+    try:
+        run = client.get_run(args.run_id)
+    except MlflowException:
+        print(f"lrlab: error: run_id={args.run_id!r}: no such run in {redact_uri(tracking_uri)}", file=sys.stderr)
+        return 2
+    if run.data.tags.get("lrlab.sweep") != "true":
+        return 0 if check(client, args.run_id, tracking_uri) else 1
+    jobs = client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{args.run_id}'", max_results=10000
+    )
+    if not jobs:
+        print(f"lrlab: error: run_id={args.run_id!r} is a sweep with no jobs to reproduce", file=sys.stderr)
+        return 2
+    jobs.sort(key=lambda r: int(r.data.tags.get("lrlab.job_num", "0")))
+    print(f"{args.run_id} is a sweep: reproducing its {len(jobs)} job(s)")
+    matched = [check(client, job.info.run_id, tracking_uri) for job in jobs]
+    print(f"{sum(matched)} of {len(jobs)} job(s) reproduced")
+    return 0 if all(matched) else 1
 
 
 if __name__ == "__main__":

@@ -7,111 +7,171 @@ before any run is created (the callback in ``sweep.py`` validates every job firs
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import signal
 import sys
 import traceback
+from dataclasses import dataclass
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lrlab import report
-from lrlab.config import Config, register_configs
-from lrlab.errors import Abort, JobFailed, user_error_line
-from lrlab.pipeline import Diverged, EpochResult, TrainResult, run_pipeline
-from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
-from lrlab.sweep import PARENT_ENV, end_interrupted_sweep, job_run_name, to_config
+from lrlab import interrupt, report
+from lrlab.config import Config, job_config, register_configs, to_config
+from lrlab.errors import Abort, JobFailed, StoreUnreachable, user_error_line
+from lrlab.names import redact, redact_uri
+from lrlab.orphans import end_orphans
+from lrlab.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
+from lrlab.provenance import code_tags, config_hash, config_yaml, environment_tags, run_params
+from lrlab.store import experiment_id, is_server, open_client, resolve_tracking_uri, server_answers
+from lrlab.sweep import PARENT_ENV, end_sweep, job_run_name
 from lrlab.theory import Reference
-from lrlab.tracking import (
-    FAILED,
-    FINISHED,
-    KILLED,
-    Tracker,
-    bound_http_retries,
-    dataset_input,
-    finished_run,
-    resolve_tracking_uri,
-)
+from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, bound_http_retries, dataset_input, finished_run
 
 METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
+SKIPPED = "SKIPPED"
 
 register_configs()
+
+_store_down: str | None = None  # once a tracking server stopped answering, later jobs of this process fail fast
+
+
+@dataclass
+class JobResult:
+    run_id: str | None  # None when the job was skipped (rerun=false) or refused after a stop
+    status: str  # FINISHED, FAILED, KILLED or SKIPPED
+    final_loss: float  # the last epoch's train_loss; inf if it diverged, nan if there is none
 
 
 def print_epoch(result: EpochResult) -> None:
     print(f"epoch {result.epoch}, loss {result.train_loss:f}", flush=True)
 
 
-def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> float:
-    """One job: a tracked run of the pipeline. Returns the final train_loss (inf if it diverged)."""
+def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> JobResult:
+    """One job: a tracked run of the pipeline."""
+    global _store_down
     hydra_cfg = HydraConfig.get()
-    cfg = to_config(dcfg)
+    choices = dict(hydra_cfg.runtime.choices)
+    cfg = to_config(dcfg, choices)
+    if not interrupt.is_installed_here():  # a launcher's worker process: its main process forwards stops
+        interrupt.install(worker=True)
+    if interrupt.stop_requested():  # a job launched after a stop: no run
+        if interrupt.is_worker():
+            return JobResult(None, KILLED, math.nan)
+        raise KeyboardInterrupt(interrupt.stop_requested())
+    uri = resolve_tracking_uri(cfg.tracking_uri)
+    if _store_down:
+        raise StoreUnreachable(_store_down)
+    try:
+        return _tracked_job(dcfg, cfg, choices, uri, run_name, extra_tags)
+    except (StoreUnreachable, JobFailed, KeyboardInterrupt):
+        raise
+    except Exception:
+        if is_server(uri) and not server_answers(uri):
+            _store_down = (
+                f"the tracking server {redact_uri(uri)} stopped answering; the runs it was writing stay RUNNING "
+                "until lrlab next starts against it, which ends them KILLED (tag lrlab.orphaned)"
+            )
+            raise StoreUnreachable(_store_down) from None
+        raise
+
+
+def _tracked_job(
+    dcfg: DictConfig,
+    cfg: Config,
+    choices: dict[str, str],
+    uri: str,
+    run_name: str | None,
+    extra_tags: dict[str, str] | None,
+) -> JobResult:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
-    params = run_params(dcfg, dict(hydra_cfg.runtime.choices))
-    identity = config_hash(params)
-    tracking_uri = resolve_tracking_uri(cfg.tracking_uri)
+    params = run_params(job_config(dcfg), choices)
+    identity = config_hash(cfg)
     name = run_name or job_run_name(overrides)
-    if not cfg.rerun:
-        client = MlflowClient(tracking_uri)
-        experiment = client.get_experiment_by_name(cfg.experiment_name)
-        done = experiment and finished_run(client, experiment.experiment_id, identity)
-        if done:
+    parent_id = os.environ.get(PARENT_ENV)
+    provenance = code_tags()
+    if parent_id is None or not cfg.rerun:
+        client = open_client(uri)
+        experiment = experiment_id(client, uri, cfg.experiment_name)
+        if parent_id is None:  # a sweep's parent has done this for its jobs
+            end_orphans(client, experiment, cfg.orphan_timeout)
+        done = None if cfg.rerun else finished_run(client, experiment, identity)
+        if done and done.data.tags.get("lrlab.code_digest") == provenance["lrlab.code_digest"]:
             print(f"skipped {name}: this config already FINISHED as run {done.info.run_id} (rerun=true runs it again)")
-            return math.nan
+            return JobResult(None, SKIPPED, math.nan)
+        if done:
+            print(f"not reusing run {done.info.run_id} for {name}: it was made by other lrlab code; running again")
     tags = {
-        "lrlab.overrides": " ".join(overrides),
+        "lrlab.overrides": redact(" ".join(overrides)),
         "lrlab.config_hash": identity,
-        **code_tags(),
+        **provenance,
         **environment_tags(cfg.device.resolve()),
         **(extra_tags or {}),
     }
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if multirun:
         tags["lrlab.job_num"] = str(hydra_cfg.job.num)
-    tracker = Tracker.start(
-        tracking_uri,
-        cfg.experiment_name,
-        run_name=name,
-        tags=tags,
-        parent_run_id=os.environ.get(PARENT_ENV),
-    )
+    tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
     status = KILLED  # whatever escapes below without setting a status is an interrupt
     try:
         tracker.log_params(params)
-        tracker.log_text(OmegaConf.to_yaml(dcfg, resolve=True), "config.yaml")
+        tracker.log_text(config_yaml(dcfg), "config.yaml")
         tracker.log_inputs([dataset_input(cfg)])
 
         def on_epoch(result: EpochResult) -> None:
-            tracker.log_metrics({key: getattr(result, key) for key in METRICS}, result.epoch)
-            print_epoch(result)  # after logging: an epoch on the screen is an epoch in the record
+            # printed only once stored: an epoch on the screen is an epoch in the record
+            metrics = {key: getattr(result, key) for key in METRICS}
+            tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result))
 
         def on_reference(ref: Reference) -> None:
             tracker.log_metrics(ref.as_metrics(), step=0)
+            if ref.ols_note:
+                tracker.set_tags({"lrlab.ols": ref.ols_note})
+
+        def should_stop() -> bool:
+            return interrupt.stop_requested() is not None
 
         try:
-            result = run_pipeline(cfg, on_epoch, on_reference)
+            result = run_pipeline(cfg, on_epoch, on_reference, should_stop)
         except Diverged as diverged:
+            tracker.flush()
             print(f"{diverged} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
             tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": diverged.epoch})
             _log_curves(tracker, cfg, diverged.history)
             status = FAILED
-            return math.inf
+            return JobResult(tracker.run_id, FAILED, math.inf)
+        except Stopped as stopped:
+            tracker.flush()
+            why = f"{interrupt.stop_requested()} during epoch {stopped.epoch}"
+            tracker.set_tags({"lrlab.stopped": why})
+            print(f"stopped by {why}: {name} ends KILLED with its {len(stopped.history)} epoch(s) stored", flush=True)
+            if interrupt.is_worker():
+                return JobResult(tracker.run_id, KILLED, math.nan)
+            raise KeyboardInterrupt(why) from None
         _log_result(tracker, cfg, result)
         status = FINISHED
-        return result.history[-1].train_loss
+        return JobResult(tracker.run_id, FINISHED, result.history[-1].train_loss)
     except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
+        if is_server(uri) and not server_answers(uri):
+            status = ""  # the store is gone: nothing more can be written
+            raise
         status = FAILED
-        tracker.set_tags({"lrlab.error": f"{type(error).__name__}: {error}"[:5000]})
-        tracker.log_text(traceback.format_exc(), "error.txt")
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            print(f"job {hydra_cfg.job.num} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            return math.nan
-        raise JobFailed(f"run {tracker.run_id} failed: {type(error).__name__}: {error}") from error
+        what = redact(f"{type(error).__name__}: {error}")
+        tracker.set_tags({"lrlab.error": what[:5000]})
+        tracker.log_text(redact(traceback.format_exc()), "error.txt")
+        if multirun:
+            print(f"job {hydra_cfg.job.num} failed: {what}", file=sys.stderr, flush=True)
+            return JobResult(tracker.run_id, FAILED, math.nan)
+        raise JobFailed(f"run {tracker.run_id} failed: {what}") from error
     finally:
-        tracker.end(status)
+        if status:
+            tracker.end(status)
+        else:
+            tracker.abandon()
 
 
 def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> None:
@@ -133,22 +193,33 @@ def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
     last = result.history[-1]
     print(f"error in estimating w: {last.w_error:.6f} (‖w − true_w‖₂)", flush=True)
     print(f"error in estimating b: {last.b_error:.6f} (|b − true_b|)", flush=True)
+    print(f"run {tracker.run_id}: FINISHED", flush=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def hydra_main(dcfg: DictConfig) -> float:
-    return run_job(dcfg)
+    return run_job(dcfg).final_loss
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _end_sweep_after(status: str) -> None:
+    """End a sweep that an error or an interrupt cut short; a store that is gone cannot be written."""
+    try:
+        end_sweep(status)
+    except Exception as error:  # the original error is what the user needs to read
+        print(f"lrlab: the sweep's parent run could not be ended {status}: {redact(str(error))[:200]}", file=sys.stderr)
+
+
+def quiet_libraries() -> None:
+    """No library chatter on the terminal: lrlab reports failures itself, in one line."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # the exception, not Hydra's multi-line report
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it would print user:password@
+    for name in ("urllib3", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def main() -> None:
-    # Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR is set; we want the exception
-    # so that a user error is one line. Bugs still get their full traceback.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM ends runs KILLED, like Ctrl-C
+    quiet_libraries()
+    interrupt.install()
     bound_http_retries()
     try:
         try:
@@ -156,15 +227,19 @@ def main() -> None:
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__
     except KeyboardInterrupt:
-        end_interrupted_sweep()
-        print("lrlab: interrupted: the running run and its sweep end KILLED", file=sys.stderr)
+        _end_sweep_after(KILLED)
+        print(
+            "lrlab: interrupted: the running run and its sweep end KILLED (every epoch printed is stored)",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except Exception as error:
+        _end_sweep_after(FAILED)
         reported = user_error_line(error)
         if reported is None:
             raise
         line, exit_code = reported
-        print(f"lrlab: error: {line}", file=sys.stderr)
+        print(f"lrlab: error: {redact(line)}", file=sys.stderr)
         sys.exit(exit_code)
 
 

@@ -23,9 +23,11 @@ class Reference:
     ols_b_error: float  # |b_ols − true_b|
     lr_critical: float  # 2 / λ_max(Hessian of the configured loss)
     lr_ratio: float  # lr / lr_critical
+    # Empty when AᵀA is invertible; else why the OLS fit is the minimum-norm least-squares solution.
+    ols_note: str = ""
 
     def as_metrics(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, float)}
 
 
 def reference(
@@ -39,7 +41,13 @@ def reference(
     # whose summation order can depend on memory alignment: the references must be bit-reproducible.
     columns = A.T.contiguous()  # (d+1, n)
     gram = torch.stack([(columns * column).sum(1) for column in columns])  # AᵀA, (d+1, d+1)
-    theta = torch.linalg.solve(gram, (A * y.unsqueeze(1)).sum(0))  # (d+1,)
+    moments = (A * y.unsqueeze(1)).sum(0)  # Aᵀy, (d+1,)
+    rank = int(torch.linalg.matrix_rank(gram))
+    if rank == len(gram):
+        theta, note = torch.linalg.solve(gram, moments), ""  # (d+1,)
+    else:  # fewer examples than d+1 (or collinear features): the minimum-norm least-squares fit
+        theta = torch.linalg.pinv(gram, hermitian=True) @ moments
+        note = f"min-norm least squares: rank(AᵀA) = {rank} < d+1 = {len(gram)} (n = {len(A)})"
     scale = LOSS_SCALE[loss]
     residual = (A * theta).sum(1) - y  # (n,)
     hessian = 2 * scale * gram / len(A)
@@ -50,4 +58,5 @@ def reference(
         ols_b_error=float((theta[-1] - true_b).abs()),
         lr_critical=lr_critical,
         lr_ratio=lr / lr_critical,
+        ols_note=note,
     )

@@ -14,8 +14,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from lrlab.config import Config, register_configs
-from lrlab.sweep import to_config
+from lrlab.config import Config, register_configs, to_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

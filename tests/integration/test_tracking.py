@@ -11,8 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from lrlab.config import job_config
 from lrlab.run import run_job
-from lrlab.sweep import job_config
 
 
 @pytest.fixture
@@ -22,9 +22,9 @@ def run_in_process(compose_cfg: Callable[..., DictConfig], tracking_uri: str) ->
     def run(*overrides: str) -> str:
         cfg = compose_cfg(*overrides, f"tracking_uri={tracking_uri}", return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
-        run_job(job_config(cfg))
-        (run,) = MlflowClient(tracking_uri).search_runs(["0", "1"], order_by=["start_time DESC"], max_results=1)
-        return str(run.info.run_id)
+        result = run_job(job_config(cfg))
+        assert result.run_id is not None and result.status == "FINISHED"
+        return result.run_id
 
     return run
 

@@ -1,0 +1,75 @@
+"""Ctrl-C and SIGTERM as a request: the handler records the stop and returns; the work checks for it.
+
+Raising ``KeyboardInterrupt`` from a handler lands wherever the interpreter happens to be, and inside a
+library's cleanup callback it is swallowed ("Exception ignored in ..."). So the first signal only sets a
+flag that the training loop checks every step and the runner checks between jobs; the run then ends
+``KILLED`` with everything it printed stored. A second signal forces the exit (``KeyboardInterrupt``),
+and ``finally`` blocks still end the run.
+
+A sweep's main process also passes the request on to its worker processes (joblib's loky workers ignore
+the terminal's Ctrl-C), so that they stop their own runs the same way. Nothing here knows MLflow or Hydra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from types import FrameType
+
+import psutil
+
+_stop: str | None = None  # why a stop was asked for, e.g. "SIGINT"
+_installed_pid: int | None = None
+_worker = False
+
+
+def stop_requested() -> str | None:
+    """Why a stop was asked for (the signal's name), or None."""
+    return _stop
+
+
+def _forward(signum: int) -> None:
+    """Pass a stop on to this process's worker processes (they handle SIGTERM like this process)."""
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # gone already
+            child.send_signal(signal.SIGTERM)
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    global _stop
+    name = signal.Signals(signum).name
+    forced = _stop is not None
+    _stop = _stop or name
+    _forward(signum)
+    if forced:
+        raise KeyboardInterrupt(f"{name} again: forced")
+
+
+def install(worker: bool = False) -> None:
+    """Handle SIGINT and SIGTERM in this process (once per process).
+
+    A worker ignores SIGINT, which the terminal sends to the whole process group: its main process
+    forwards the stop as SIGTERM, so every worker hears about it once.
+    """
+    global _installed_pid, _worker
+    if _installed_pid == os.getpid():
+        return
+    _installed_pid, _worker = os.getpid(), worker
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _handle)
+
+
+def is_worker() -> bool:
+    """Whether this process is a launcher's worker (its main process decides how the sweep ends)."""
+    return _worker and is_installed_here()
+
+
+def is_installed_here() -> bool:
+    return _installed_pid == os.getpid()
+
+
+def reset() -> None:
+    """Forget a stop request (for a fresh start in the same process, e.g. a notebook)."""
+    global _stop
+    _stop = None

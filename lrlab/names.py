@@ -1,0 +1,46 @@
+"""Pure helpers for what a run is called and how its settings are spelled: no MLflow, no Hydra."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MAX_NAME = 250  # MLflow's limit for keys and for the run-name column
+_URI_WITH_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it replaced by ***."""
+    return _URI_WITH_PASSWORD.sub(r"\1:***@", text)
+
+
+def redact_uri(uri: str) -> str:
+    """One URI with its password replaced by *** (the user name stays, to say who connects)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def shorten(name: str, limit: int = MAX_NAME) -> str:
+    """``name`` if it fits, else its start, '…' and a digest of the whole: still unique, still readable."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - len(digest) - 2]}…{digest}"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaves of a nested mapping as dotted keys; lists stay whole (``dataset.true_w``)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat

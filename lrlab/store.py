@@ -1,0 +1,199 @@
+"""Where the record lives: the tracking URI, its checks, and a SQLite store created whole or not at all.
+
+- ``resolve_tracking_uri``: ``tracking_uri=``, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
+- ``check_store``: refuse a URI that cannot work, in one line and before any run exists.
+- ``ensure_store``: a new SQLite store is created and migrated by exactly one process, under a lock file
+  beside the database, into a temporary file that is renamed into place when complete. Any number of
+  concurrent starters, and an interrupt at any moment, leave either no store or a complete one.
+- ``experiment_id``: experiments that lrlab creates in a SQLite store keep their artifacts beside the
+  database (``<db stem>-artifacts/<experiment id>``), wherever lrlab was started from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
+
+from lrlab.errors import UsageError
+from lrlab.names import redact_uri
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DRIVERS = {
+    "postgresql": ("psycopg2", "psycopg2-binary"),
+    "mysql": ("pymysql", "pymysql"),
+    "mssql": ("pyodbc", "pyodbc"),
+}
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """``tracking_uri=`` on the command line, else $MLFLOW_TRACKING_URI, else ./mlflow.db (SQLite)."""
+    if configured:
+        return configured
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (absolute, or relative to the current folder)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).absolute()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store's new experiments keep their artifacts: a folder beside the database."""
+    path = sqlite_path(uri)
+    return None if path is None else (path.parent / f"{path.stem}-artifacts").as_uri()
+
+
+def _fail(uri: str, why: str) -> UsageError:
+    return UsageError(f"tracking_uri={redact_uri(uri)}: {why}")
+
+
+def _check_sqlite(uri: str) -> None:
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", "/") or uri.startswith("sqlite:///:memory:"):
+        raise _fail(uri, "a SQLite URI reads sqlite:///path/to/mlflow.db (an in-memory store keeps nothing)")
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise _fail(uri, f"the folder {folder} does not exist or is not writable")
+    if path.is_dir():
+        raise _fail(uri, f"{path} is a folder, not a database file")
+    if not path.exists() or path.stat().st_size == 0:
+        return  # ensure_store creates it
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise _fail(uri, f"{path} is not readable and writable by this user")
+    with path.open("rb") as file:
+        if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise _fail(uri, f"{path} is not a SQLite database")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    except sqlite3.DatabaseError as error:
+        raise _fail(uri, f"{path} cannot be read as a database ({error})") from None
+    if "alembic_version" not in tables or "experiments" not in tables:
+        raise _fail(uri, f"{path} is a SQLite database but not an MLflow store")
+
+
+def probe_server(uri: str, timeout: float = 5.0) -> None:
+    """Ask an MLflow server for /health and one authenticated call, through MLflow's own HTTP stack,
+    so that ``user:password@`` URIs and MLFLOW_TRACKING_USERNAME/PASSWORD work as they do for runs."""
+    creds = get_default_host_creds(uri)
+    try:
+        health = http_request(creds, "/health", "GET", max_retries=0, timeout=timeout, raise_on_status=False)
+        if health.status_code == 200:
+            answer = http_request(
+                creds,
+                "/api/2.0/mlflow/experiments/search",
+                "GET",
+                max_retries=0,
+                timeout=timeout,
+                raise_on_status=False,
+                params={"max_results": 1},
+            )
+        else:
+            answer = health
+    except (MlflowException, OSError) as error:
+        reason = str(error).split(" with exception ")[-1][:200]
+        raise _fail(
+            uri,
+            f"no MLflow server answered ({reason}); start one with `make ui` or "
+            "`mlflow server --host 127.0.0.1 --port 5000`, or unset MLFLOW_TRACKING_URI",
+        ) from None
+    if answer.status_code in (401, 403):
+        raise _fail(
+            uri,
+            f"the server refused the credentials (HTTP {answer.status_code}); give them as "
+            "http://user:password@host:port or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        )
+    if answer.status_code != 200:
+        raise _fail(uri, f"the server answered HTTP {answer.status_code}; is it an MLflow tracking server?")
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Refuse a tracking URI that cannot work, in seconds and before any run is created."""
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    if scheme == "sqlite":
+        _check_sqlite(uri)
+    elif scheme in ("http", "https"):
+        probe_server(uri, timeout)
+    elif scheme in DRIVERS:
+        module, package = DRIVERS[scheme]
+        if importlib.util.find_spec(module) is None:
+            raise _fail(uri, f"the {scheme} driver is not installed (pip install {package})")
+    elif scheme in ("", "file"):
+        raise _fail(
+            uri,
+            "MLflow 3 keeps no file store: use sqlite:///path/to/mlflow.db or an http(s)://host:port server",
+        )
+    elif scheme != "databricks":
+        raise _fail(uri, f"unknown scheme {scheme!r}; use sqlite:///path/to/mlflow.db or http(s)://host:port")
+
+
+def ensure_store(uri: str) -> None:
+    """Create a new SQLite store atomically (nothing to do for an existing store or another scheme)."""
+    path = sqlite_path(uri)
+    if path is None or (path.exists() and path.stat().st_size > 0):
+        return
+    with FileLock(path.with_name(path.name + ".lock")):
+        if path.exists() and path.stat().st_size > 0:
+            return  # another process created it while this one waited
+        partial = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{partial}", artifact_root(uri))
+            store.engine.dispose()
+            os.replace(partial, path)  # atomic: the store appears complete or not at all
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client of the store at ``uri``, which exists when this returns."""
+    ensure_store(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing (safe when several processes race to create it).
+
+    In a SQLite store, a new experiment keeps its artifacts beside the database; an experiment that
+    exists keeps its location.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    root = artifact_root(uri)
+    try:
+        if root is not None:
+            return str(SqlAlchemyStore(uri, root).create_experiment(name))
+        return str(client.create_experiment(name))
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def is_server(uri: str) -> bool:
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+def server_answers(uri: str) -> bool:
+    """Whether the tracking server behind ``uri`` answers /health now."""
+    try:
+        answer = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=5)
+    except (MlflowException, OSError):
+        return False
+    return bool(answer.status_code == 200)
