@@ -23,8 +23,14 @@ class JobFailed(LrlabError):
     """A job (or some jobs of a sweep) ended FAILED for a reason other than divergence."""
 
 
-class StoreUnreachable(LrlabError):
-    """The tracking server stopped answering mid-run: later jobs would fail the same way."""
+class StoreUnreachable(BaseException):
+    """The tracking server stopped answering mid-run: every later job would fail the same way.
+
+    A ``BaseException``, so that it passes through Hydra's job wrapper and the launcher stops launching;
+    ``main`` prints it as one line and exits 1.
+    """
+
+    exit_code = FAILURE_EXIT
 
 
 class UsageError(LrlabError):
@@ -65,6 +71,19 @@ def _omegaconf_line(error: OmegaConfBaseException) -> str:
     return f"{key}: {message}" if key else message
 
 
+LAUNCHER_MODULES = ("hydra_plugins", "joblib", "loky")  # where a launcher rejects its own settings
+
+
+def _raised_in(error: BaseException) -> str:
+    """The module of the innermost frame that raised ``error``."""
+    trace = error.__traceback__
+    module = ""
+    while trace is not None:
+        module = str(trace.tb_frame.f_globals.get("__name__", ""))
+        trace = trace.tb_next
+    return module
+
+
 def user_error_line(error: BaseException) -> tuple[str, int] | None:
     """(one line, exit code) for an error the user can fix or an expected failure; None for a bug."""
     root = _root(error)
@@ -83,4 +102,8 @@ def user_error_line(error: BaseException) -> tuple[str, int] | None:
         return ": ".join(lines[:2]), USAGE_EXIT
     if isinstance(error, ConfigCompositionException):
         return _first_line(str(error)), USAGE_EXIT
+    if _raised_in(error).startswith(LAUNCHER_MODULES):  # e.g. hydra.launcher.n_jobs=0
+        return f"hydra.launcher: the launcher refused its settings: {type(error).__name__}: {error}", USAGE_EXIT
+    if isinstance(error, OSError) and error.filename:  # the machine, not lrlab: a disk, a folder, a permission
+        return f"{error.strerror or type(error).__name__}: {error.filename}", FAILURE_EXIT
     return None

@@ -7,6 +7,7 @@ before any run is created (the callback in ``sweep.py`` validates every job firs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lrlab import interrupt, report
-from lrlab.config import Config, job_config, register_configs, to_config
+from lrlab.config import CONF_DIR, Config, job_config, register_configs, to_config
 from lrlab.errors import Abort, JobFailed, StoreUnreachable, user_error_line
 from lrlab.names import redact, redact_uri
 from lrlab.orphans import end_orphans
@@ -67,7 +68,7 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
         raise StoreUnreachable(_store_down)
     try:
         return _tracked_job(dcfg, cfg, choices, uri, run_name, extra_tags)
-    except (StoreUnreachable, JobFailed, KeyboardInterrupt):
+    except JobFailed:
         raise
     except Exception:
         if is_server(uri) and not server_answers(uri):
@@ -161,8 +162,9 @@ def _tracked_job(
             raise
         status = FAILED
         what = redact(f"{type(error).__name__}: {error}")
-        tracker.set_tags({"lrlab.error": what[:5000]})
-        tracker.log_text(redact(traceback.format_exc()), "error.txt")
+        with contextlib.suppress(Exception):  # recording the error must not replace it (e.g. no artifact store)
+            tracker.set_tags({"lrlab.error": what[:5000]})
+            tracker.log_text(redact(traceback.format_exc()), "error.txt")
         if multirun:
             print(f"job {hydra_cfg.job.num} failed: {what}", file=sys.stderr, flush=True)
             return JobResult(tracker.run_id, FAILED, math.nan)
@@ -196,7 +198,7 @@ def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
     print(f"run {tracker.run_id}: FINISHED", flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(dcfg: DictConfig) -> float:
     return run_job(dcfg).final_loss
 
@@ -206,7 +208,9 @@ def _end_sweep_after(status: str) -> None:
     try:
         end_sweep(status)
     except Exception as error:  # the original error is what the user needs to read
-        print(f"lrlab: the sweep's parent run could not be ended {status}: {redact(str(error))[:200]}", file=sys.stderr)
+        if _store_down is None:
+            why = redact(str(error))[:200]
+            print(f"lrlab: the sweep's parent run could not be ended {status}: {why}", file=sys.stderr)
 
 
 def quiet_libraries() -> None:
@@ -215,6 +219,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it would print user:password@
     for name in ("urllib3", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # joblib's workers, stopped by an error, leave semaphores that the resource tracker (a process that
+    # inherits this environment) reports at exit; they are cleaned up, the warning is noise.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
 
 
 def main() -> None:
@@ -226,6 +233,12 @@ def main() -> None:
             hydra_main()
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__
+    except StoreUnreachable as down:
+        global _store_down
+        _store_down = str(down)  # a worker found it; the main process need not try the store again
+        _end_sweep_after(FAILED)
+        print(f"lrlab: error: {down}", file=sys.stderr)
+        sys.exit(down.exit_code)
     except KeyboardInterrupt:
         _end_sweep_after(KILLED)
         print(

@@ -138,23 +138,3 @@ def test_a_down_server_fails_fast_with_one_line(run_cli: Cli) -> None:
     (line,) = done.stderr.strip().splitlines()
     assert "no MLflow server answered" in line and "mlflow server --host 127.0.0.1" in line
     assert "secret" not in done.stdout + done.stderr and "lrlab:***@127.0.0.1" in line
-
-
-@pytest.mark.parametrize("attempt", range(5))
-def test_parallel_joblib_sweep_into_a_fresh_store(run_cli: Cli, tmp_path: Path, attempt: int) -> None:
-    fresh = tmp_path / f"fresh-{attempt}" / "mlflow.db"
-    fresh.parent.mkdir()
-    done = run_cli(
-        "-m",
-        "launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "lr=0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08",
-        env={"MLFLOW_TRACKING_URI": f"sqlite:///{fresh}"},
-    )
-    assert done.returncode == 0, done.stderr
-    assert "database is locked" not in done.stderr
-    runs = all_runs(MlflowClient(f"sqlite:///{fresh}"))
-    parent = next(r for r in runs if r.data.tags.get("lrlab.sweep") == "true")
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
-    assert len({r.data.tags["lrlab.job_num"] for r in children}) == 8
