@@ -102,6 +102,8 @@ def user_error_line(error: BaseException) -> tuple[str, int] | None:
         return ": ".join(lines[:2]), USAGE_EXIT
     if isinstance(error, ConfigCompositionException):
         return _first_line(str(error)), USAGE_EXIT
+    if _raised_in(error).startswith("hydra.") and isinstance(error, (ValueError, TypeError, KeyError)):
+        return f"override: Hydra cannot read it: {_first_line(str(error))}", USAGE_EXIT  # e.g. `=3`
     if _raised_in(error).startswith(LAUNCHER_MODULES):  # e.g. hydra.launcher.n_jobs=0
         return f"hydra.launcher: the launcher refused its settings: {type(error).__name__}: {error}", USAGE_EXIT
     if isinstance(error, OSError) and error.filename:  # the machine, not lrlab: a disk, a folder, a permission

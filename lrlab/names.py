@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 MAX_NAME = 250  # MLflow's limit for keys and for the run-name column
-_URI_WITH_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]*@")
+# scheme://user:password@ , also as Hydra escapes it in its logs: scheme\://user\:password@
+_URI_WITH_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*\\?://[^\s:/@\\]*)(\\?:)[^\s@/]*@")
 
 
 def redact(text: str) -> str:
     """``text`` with the password of every ``scheme://user:password@host`` in it replaced by ***."""
-    return _URI_WITH_PASSWORD.sub(r"\1:***@", text)
+    return _URI_WITH_PASSWORD.sub(r"\1\2***@", text)
+
+
+class RedactPasswords(logging.Filter):
+    """A logging filter (Hydra's own log lines among them) that writes URIs without their passwords."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
 
 
 def redact_uri(uri: str) -> str:

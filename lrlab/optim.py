@@ -11,6 +11,7 @@ Both therefore step along the gradient of the minibatch *mean* loss: the same ``
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import assert_never
 
 import torch
 
@@ -58,10 +59,14 @@ Update = ScratchSGD | TorchUpdate
 
 
 def make_update(cfg: OptimizerConfig, params: Iterable[torch.Tensor], lr: float) -> Update:
-    """Build the configured update rule over ``params``."""
-    if cfg.name is OptimizerName.sgd_scratch:
-        return ScratchSGD(params, lr)
-    if cfg.name is OptimizerName.sgd:
-        return TorchUpdate(torch.optim.SGD(params, lr=lr, momentum=cfg.momentum))
-    beta1, beta2 = cfg.betas
-    return TorchUpdate(torch.optim.Adam(params, lr=lr, betas=(beta1, beta2)))
+    """Build the configured update rule over ``params``; an optimizer this does not know is an error."""
+    match cfg.name:
+        case OptimizerName.sgd_scratch:
+            return ScratchSGD(params, lr)
+        case OptimizerName.sgd:
+            return TorchUpdate(torch.optim.SGD(params, lr=lr, momentum=cfg.momentum))
+        case OptimizerName.adam:
+            beta1, beta2 = cfg.betas
+            return TorchUpdate(torch.optim.Adam(params, lr=lr, betas=(beta1, beta2)))
+        case _:
+            assert_never(cfg.name)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from lrlab import interrupt, report
 from lrlab.config import CONF_DIR, Config, job_config, register_configs, to_config
-from lrlab.errors import Abort, JobFailed, StoreUnreachable, user_error_line
+from lrlab.errors import Abort, JobFailed, StoreUnreachable, UsageError, user_error_line
 from lrlab.names import redact, redact_uri
 from lrlab.orphans import end_orphans
 from lrlab.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
@@ -217,11 +217,23 @@ def quiet_libraries() -> None:
     """No library chatter on the terminal: lrlab reports failures itself, in one line."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # the exception, not Hydra's multi-line report
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it would print user:password@
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("urllib3", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # joblib's workers, stopped by an error, leave semaphores that the resource tracker (a process that
     # inherits this environment) reports at exit; they are cleaned up, the warning is noise.
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
+
+
+def _refuse_null_groups(argv: list[str]) -> None:
+    """``experiment=null`` and the like: Hydra fails on them with a ValueError that names no key."""
+    for argument in argv:
+        key, _, value = argument.partition("=")
+        if value == "null" and (CONF_DIR / key.lstrip("+~")).is_dir():
+            group = key.lstrip("+~")
+            raise UsageError(
+                f"{group}=null: a config group takes one of its options; leave {group} out for its default"
+            )
 
 
 def main() -> None:
@@ -230,6 +242,7 @@ def main() -> None:
     bound_http_retries()
     try:
         try:
+            _refuse_null_groups(sys.argv[1:])
             hydra_main()
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__

@@ -96,11 +96,11 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
     key = keys[0]
     metric = "train_loss" if key == "lr" else "w_error"
     runs = sorted((r for r in runs if concluded(r, metric)), key=lambda run: float(run.data.params[key]))
-    if len(runs) < 2:
+    if len(runs) < 2 and key == "lr":
         return
     xs = [float(run.data.params[key]) for run in runs]
-    first = runs[0].data.metrics
     if key == "lr":
+        first = runs[0].data.metrics
         figure = report.versus(
             xs,
             {"train_loss": [run.data.metrics["train_loss"] for run in runs]},
@@ -117,10 +117,14 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
     sgd, ols = slopes["w_error"], slopes["ols_w_error"]
     if sgd is None or ols is None:
         print(f"no error slope: it needs at least {MIN_SLOPE_SIZES} sizes that finished ({len(set(xs))} did)")
-        return
-    parent.log_metrics({"error_slope": sgd, "ols_error_slope": ols}, step=0)
-    parent.flush()
-    print(f"w_error ∝ n^{sgd:.2f}, ols_w_error ∝ n^{ols:.2f} over {len(xs)} finished runs (theory: n^-0.5)")
-    figure = report.versus(xs, errors, "num_examples", f"w error against n: SGD slope {sgd:.2f}, OLS slope {ols:.2f}")
+        if len(runs) < 2:
+            return
+        title = "w error against n (too few finished sizes for a slope)"
+    else:
+        parent.log_metrics({"error_slope": sgd, "ols_error_slope": ols}, step=0)
+        parent.flush()
+        print(f"w_error ∝ n^{sgd:.2f}, ols_w_error ∝ n^{ols:.2f} over {len(xs)} finished runs (theory: n^-0.5)")
+        title = f"w error against n: SGD slope {sgd:.2f}, OLS slope {ols:.2f}"
+    figure = report.versus(xs, errors, "num_examples", title)
     parent.log_figure(figure, "error_vs_n.png")
     report.close(figure)

@@ -36,6 +36,8 @@ from lrlab.tracking import FAILED, FINISHED, KILLED, RUNNING, Tracker, dataset_i
 
 PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs (see the module's docstring)
 SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
+# Where a run is recorded or how it is launched says nothing of what it computes: not part of its name.
+NOT_IN_NAMES = ("tracking_uri", "experiment_name", "rerun", "orphan_timeout", "hydra.")
 
 
 @dataclass
@@ -64,10 +66,14 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
         elif override.is_discrete_sweep():
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            if not choices[key]:
+                raise UsageError(
+                    f"{override.key_or_group}: {override.input_line} sweeps nothing: the sweep has no jobs"
+                )
         else:
-            kind = override.value_type.name.lower() if override.value_type else "this"
+            kind = override.value_type.name.lower().replace("_", " ") if override.value_type else "sweep"
             raise UsageError(
-                f"{override.key_or_group}: the basic sweeper cannot run a {kind} ({override.input_line}); "
+                f"{override.key_or_group}: the basic sweeper cannot run an {kind} ({override.input_line}); "
                 "sweep a choice (a,b,c), a range(start,stop,step) or a glob(*)"
             )
     sweeps = [o for o in overrides if o.is_sweep_override()]
@@ -82,7 +88,7 @@ def job_run_name(task_overrides: list[str]) -> str:
     """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
     keys = [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
     named = [o for o in task_overrides if not keys or o.split("=", 1)[0].lstrip("+~") in keys]
-    named = [o for o in named if not o.split("=", 1)[0].lstrip("+~").startswith(("tracking_uri", "hydra."))]
+    named = [o for o in named if not o.split("=", 1)[0].lstrip("+~").startswith(NOT_IN_NAMES)]
     return redact(" ".join(named)) or "defaults"
 
 

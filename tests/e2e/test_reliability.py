@@ -32,35 +32,69 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The one table of bad input: each is one line on stderr naming the key, exit 2, and no run in the store.
+# {tmp} is the test's folder, which holds corrupt.db (not a database) and folder.db (a folder).
 BAD_INPUT = [
     ("lr=-1", "lr"),
+    ("lr=0", "lr"),
+    ("lr=nan", "lr"),
     ("lr=abc", "lr"),
+    ("lr=", "lr"),
+    ("lr=[1,2]", "lr"),
     ("batch_size=0", "batch_size"),
     ("batch_size=5000", "batch_size"),
     ("num_epochs=0", "num_epochs"),
+    ("num_epochs=1.5", "num_epochs"),
     ("dataset.num_examples=-5", "dataset.num_examples"),
     ("dataset.noise_std=-1", "dataset.noise_std"),
     ("dataset.true_w=[]", "dataset.true_w"),
     ("dataset.true_w=[1,x]", "dataset.true_w"),
+    ("dataset.true_w=3", "dataset.true_w"),
+    ("optimizer.momentum=1.5", "optimizer.momentum"),
+    ("model.init_std=-1", "model.init_std"),
+    ("seed=-1", "seed"),
+    ("seed=18446744073709551616", "seed"),  # past 64 bits
+    ("data_seed=18446744073709551616", "data_seed"),
+    ("orphan_timeout=0", "orphan_timeout"),
+    ("experiment_name=" + "x" * 501, "experiment_name"),  # past MLflow's limit
     ("model=foo", "model"),
+    ("model=", "model"),
+    ("device=tpu", "device"),
+    ("experiment=null", "experiment"),
+    ("experiment=nosuch", "experiment"),
     ("optimizr=sgd", "optimizr"),
     ("lrr=0.1", "lrr"),
+    ("+lrr=0.1", "lrr"),  # even with +
+    ("++dataset.size=3", "dataset.size"),
+    ("loss=mse loss.name=squared", "loss.name"),  # a choice and a name that disagree
+    ("=3", "override"),
     ("tracking_uri=sqlite:////no/such/folder/mlflow.db", "tracking_uri"),
+    ("tracking_uri=sqlite:///{tmp}/corrupt.db", "tracking_uri"),
+    ("tracking_uri=sqlite:///{tmp}/folder.db", "tracking_uri"),
+    ("tracking_uri=file://{tmp}/mlruns", "tracking_uri"),  # MLflow 3 has no file store
+    ("tracking_uri=postgresql://lrlab:secret@127.0.0.1/db", "tracking_uri"),  # no driver installed
     ("tracking_uri=nosuch://store", "tracking_uri"),
     ("-m lr=choice()", "lr"),
     ("-m lr=0.1,-1", "lr"),  # one bad job refuses the whole sweep before any run
+    ("-m lr=interval(0,1)", "lr"),  # the basic sweeper cannot run it
+    ("-m lr=tag(a,0.1)", "lr"),
+    ("-m model=glob(nosuch*)", "model"),
+    ("-m lr=range(1,1)", "lr"),
+    ("-m launcher=joblib hydra.launcher.n_jobs=1,abc", "hydra.launcher.n_jobs"),
 ]
 
 
-@pytest.mark.parametrize(("override", "key"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+@pytest.mark.parametrize(("override", "key"), BAD_INPUT, ids=[b[0][:60] for b in BAD_INPUT])
 def test_bad_input_is_one_line_naming_the_key_and_leaves_no_run(
-    run_cli: Cli, client: MlflowClient, override: str, key: str
+    run_cli: Cli, client: MlflowClient, tmp_path: Path, override: str, key: str
 ) -> None:
-    done = run_cli(*override.split())
+    (tmp_path / "corrupt.db").write_text("not a database")
+    (tmp_path / "folder.db").mkdir()
+    done = run_cli(*override.format(tmp=tmp_path).split())
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrlab: error: "), done.stderr
-    assert key in lines[0] and "Traceback" not in done.stderr
+    assert key in lines[0] and "Traceback" not in done.stderr and "secret" not in done.stderr
     assert all_runs(client) == []
 
 

@@ -8,7 +8,6 @@ from itertools import product
 import pytest
 
 from lrlab.config import Config, ConfigError, DeviceName, LossName, ModelName, OptimizerName
-from lrlab.errors import USAGE_EXIT, user_error_line
 from tests.conftest import CONF
 
 GROUPS = ["dataset", "model", "loss", "optimizer", "reader", "device", "launcher"]
@@ -58,35 +57,7 @@ def test_seeds_derive_from_seed_unless_given(make_cfg: Callable[..., Config]) ->
     assert given.stream_seed("data") == 123 and given.stream_seed("init") == other.stream_seed("init")
 
 
-BAD = [
-    ("lr=-0.1", "lr"),
-    ("lr=0", "lr"),
-    ("lr=nan", "lr"),
-    ("lr=abc", "lr"),
-    ("batch_size=0", "batch_size"),
-    ("batch_size=-3", "batch_size"),
-    ("batch_size=1001", "batch_size"),
-    ("num_epochs=0", "num_epochs"),
-    ("dataset.num_examples=0", "dataset.num_examples"),
-    ("dataset.noise_std=-0.01", "dataset.noise_std"),
-    ("dataset.true_w=[]", "dataset.true_w"),
-    ("dataset.true_w=[a,b]", "dataset.true_w"),
-    ("dataset.true_w=3", "dataset.true_w"),
-    ("optimizer.momentum=1.5", "optimizer.momentum"),
-    ("seed=-1", "seed"),
-    ("model.init_std=-1", "model.init_std"),
-]
-
-
-@pytest.mark.parametrize(("override", "key"), BAD, ids=[b[0] for b in BAD])
-def test_bad_values_are_refused_naming_the_key(make_cfg: Callable[..., Config], override: str, key: str) -> None:
-    with pytest.raises(Exception) as refused:
-        make_cfg(override)
-    reported = user_error_line(refused.value)  # what the CLI prints
-    assert reported is not None, f"not reported as a user error: {refused.value!r}"
-    line, exit_code = reported
-    assert exit_code == USAGE_EXIT and "\n" not in line
-    assert line.startswith(f"{key}") or f" {key} " in line or f"{key}=" in line, line
+# Bad values: the one table is tests/e2e/test_reliability.py::BAD_INPUT, through the real CLI.
 
 
 def test_cuda_is_refused_where_there_is_none(make_cfg: Callable[..., Config]) -> None:

@@ -1,0 +1,179 @@
+"""The record says what ran (issue 9): the real CLI against a real store, read back key by key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.e2e.test_cli import all_runs, final
+from tests.servers import ADMIN, ADMIN_PASSWORD, server
+
+pytestmark = pytest.mark.e2e
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_a_command_line_choice_beats_the_study_in_param_config_and_computation(
+    run_cli: Cli, client: MlflowClient
+) -> None:
+    # scratch_vs_concise picks the squared loss; loss=mse on the command line must win, everywhere.
+    one_job = ["hydra.sweeper.params.model=scratch", "hydra.sweeper.params.optimizer=sgd_scratch"]
+    done = run_cli("experiment=scratch_vs_concise", "loss=mse", *one_job)
+    assert done.returncode == 0, done.stderr
+    (job,) = [r for r in all_runs(client) if "lrlab.sweep" not in r.data.tags]
+    assert job.data.params["loss"] == "mse" and job.data.params["loss.name"] == "mse"
+    logged = yaml.safe_load(Path(client.download_artifacts(job.info.run_id, "config.yaml")).read_text())
+    assert logged["loss"]["name"] == "mse"
+    # The computation: under mse the Hessian doubles (lr_critical ≈ 1, not ≈ 2) and the floor is σ², not σ²/2.
+    assert 0.75 < final(client, job, "lr_critical") < 1.25
+    assert 5e-5 < final(client, job, "ols_train_loss") < 2e-4
+
+
+def test_two_spellings_of_one_computation_share_a_hash_and_numbers(run_cli: Cli, client: MlflowClient) -> None:
+    assert run_cli("optimizer=momentum").returncode == 0
+    assert run_cli("optimizer=sgd", "optimizer.momentum=0.9").returncode == 0
+    first, second = sorted(all_runs(client), key=lambda r: r.info.start_time)
+    assert first.data.tags["lrlab.config_hash"] == second.data.tags["lrlab.config_hash"]
+    histories = [[m.value for m in client.get_metric_history(r.info.run_id, "train_loss")] for r in (first, second)]
+    assert histories[0] == histories[1]
+
+
+def test_mlflow_system_tags_parent_provenance_and_no_null_params(run_cli: Cli, client: MlflowClient) -> None:
+    done = run_cli("-m", "lr=0.01,0.03")
+    assert done.returncode == 0, done.stderr
+    runs = all_runs(client)
+    (parent,) = [r for r in runs if r.data.tags.get("lrlab.sweep") == "true"]
+    for run in runs:
+        tags = run.data.tags
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] == "lrlab/run.py"
+        assert tags["mlflow.user"] and tags["lrlab.code_digest"] and tags["lrlab.env.mlflow"]
+        if tags["lrlab.git_commit"] != "unknown":
+            assert tags["mlflow.source.git.commit"] == tags["lrlab.git_commit"]
+        assert "data_seed" not in run.data.params and "None" not in run.data.params.values()
+    shared = parent.data.params
+    assert shared["batch_size"] == "10" and shared["model"] == "scratch" and "lr" not in shared
+    assert parent.inputs.dataset_inputs and parent.data.tags["lrlab.host"]
+
+
+def test_artifacts_land_beside_the_store_wherever_lrlab_starts(tmp_path: Path) -> None:
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    store.mkdir(), elsewhere.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "lrlab.run", f"hydra.run.dir={tmp_path}/out"],
+        cwd=elsewhere,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = all_runs(MlflowClient(uri))
+    assert run.info.artifact_uri.startswith((store / "mlflow-artifacts").as_uri())
+    assert (
+        store / "mlflow-artifacts" / run.info.experiment_id / run.info.run_id / "artifacts" / "config.yaml"
+    ).is_file()
+    assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlflow-artifacts").exists()
+
+
+def test_one_example_finishes_with_a_min_norm_reference(run_cli: Cli, client: MlflowClient) -> None:
+    done = run_cli("dataset.num_examples=1", "batch_size=1")
+    assert done.returncode == 0, done.stderr
+    (run,) = all_runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lrlab.ols"].startswith("min-norm least squares: rank(AᵀA) = 1 < d+1 = 3")
+    assert final(client, run, "ols_train_loss") < 1e-20  # one point is fitted exactly
+
+
+def test_reproduce_given_a_sweeps_parent_reproduces_every_job(
+    run_cli: Cli, client: MlflowClient, tracking_uri: str
+) -> None:
+    done = run_cli("-m", "lr=0.02,0.04")
+    assert done.returncode == 0, done.stderr
+    parent_id = done.stdout.split("sweep: parent run ")[1].split()[0]
+    check = subprocess.run(
+        [sys.executable, "-m", "lrlab.reproduce", parent_id],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"{parent_id} is a sweep: reproducing its 2 job(s)" in check.stdout
+    assert "2 of 2 job(s) reproduced" in check.stdout
+    assert len([r for r in all_runs(client) if "lrlab.reproduces" in r.data.tags]) == 2
+
+
+def test_a_run_of_other_code_is_not_reused_silently(run_cli: Cli, client: MlflowClient) -> None:
+    assert run_cli("rerun=false").returncode == 0
+    again = run_cli("rerun=false")
+    assert "skipped defaults: this config already FINISHED" in again.stdout
+    (old,) = all_runs(client)
+    client.set_tag(old.info.run_id, "lrlab.code_digest", "0000000000000000")  # as if made by older lrlab
+    changed = run_cli("rerun=false")
+    assert changed.returncode == 0
+    assert f"not reusing run {old.info.run_id} for defaults: it was made by other lrlab code" in changed.stdout
+    assert len(all_runs(client)) == 2
+
+
+def test_conclusions_come_only_from_finished_runs(run_cli: Cli, client: MlflowClient) -> None:
+    # Every size diverges (a threshold no loss is under): nothing to fit, nothing "confirmed".
+    done = run_cli("-m", "dataset.num_examples=100,300,1000", "divergence_threshold=1e-9")
+    assert done.returncode == 0, done.stderr
+    (parent,) = [r for r in all_runs(client) if r.data.tags.get("lrlab.sweep") == "true"]
+    assert "error_slope" not in parent.data.metrics
+    assert "no error slope: it needs at least 3 sizes that finished (0 did)" in done.stdout
+    # Two sizes finish: a line through two points is not a slope either.
+    done = run_cli("-m", "dataset.num_examples=100,1000")
+    assert "no error slope: it needs at least 3 sizes that finished (2 did)" in done.stdout
+
+
+def test_a_basic_auth_server_works_and_the_password_appears_nowhere(tmp_path: Path) -> None:
+    mlflow = server(tmp_path / "server", auth=True)
+    host = mlflow.uri.removeprefix("http://")
+
+    def lrlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "lrlab.run", *args, f"hydra.sweep.dir={tmp_path}/multi"]
+        command += [f"hydra.run.dir={tmp_path}/out"]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")} | (env or {})
+        return subprocess.run(command, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=300)
+
+    try:
+        in_uri = lrlab("-m", "lr=0.01,0.03", f"tracking_uri=http://{ADMIN}:{ADMIN_PASSWORD}@{host}")
+        assert in_uri.returncode == 0, in_uri.stderr
+        in_env = lrlab(
+            f"tracking_uri={mlflow.uri}",
+            env={"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD},
+        )
+        assert in_env.returncode == 0, in_env.stderr
+        wrong = lrlab(f"tracking_uri=http://{ADMIN}:wrong-password-xyz@{host}")
+        assert wrong.returncode == 2
+        (line,) = wrong.stderr.strip().splitlines()
+        assert "the server refused the credentials (HTTP 401)" in line and "wrong-password-xyz" not in line
+
+        for done in (in_uri, in_env, wrong):  # the console
+            assert ADMIN_PASSWORD not in done.stdout + done.stderr
+        os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD)
+        try:
+            runs = all_runs(MlflowClient(mlflow.uri))
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+        assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+        for run in runs:  # run names, tags, params
+            record = [run.info.run_name, *run.data.tags.values(), *run.data.params.values()]
+            assert not [v for v in record if ADMIN_PASSWORD in str(v)]
+        # The server's own files: its database and every artifact (config.yaml, summaries...).
+        stored = [p for p in (tmp_path / "server").rglob("*") if p.is_file() and p.name != "basic_auth.ini"]
+        assert any(p.name == "summary.csv" for p in stored) and any(p.name == "config.yaml" for p in stored)
+        assert not [p for p in stored if ADMIN_PASSWORD.encode() in p.read_bytes()]
+    finally:
+        mlflow.stop()
