@@ -5,9 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
+JOBS ?= auto
+SOAK ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep test lint ui studies reproduce
+.PHONY: help install sweep test soak lint ui studies reproduce
 STUDIES := $(basename $(notdir $(wildcard experiments/*.yaml)))
 
 help: ## list the targets
@@ -23,8 +25,11 @@ install: $(STAMP) ## create .venv and install lrlab with its dev tools, every ve
 sweep: $(STAMP) ## the canonical sweep: lr=0.01,0.03,0.1 into ./mlflow.db
 	$(PY) -m lrlab.run -m lr=0.01,0.03,0.1
 
-test: $(STAMP) ## run every test (unit, integration, e2e)
-	$(PY) -m pytest
+test: $(STAMP) ## run every test (unit, integration, e2e) on every core (JOBS=N to choose)
+	$(PY) -m pytest -n $(JOBS)
+
+soak: $(STAMP) ## repeat each concurrency and interrupt case SOAK times (default 20) and print the counts
+	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m soak -q
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check lrlab tests

@@ -14,13 +14,15 @@ from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from lrlab.names import flatten
+
+if TYPE_CHECKING:
+    import torch
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the YAML options Hydra composes onto Config
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
@@ -162,10 +164,13 @@ class DeviceConfig:
     name: DeviceName = DeviceName.cpu
 
     def __post_init__(self) -> None:
-        self.resolve()  # refuse a device that is not there before any run starts
+        if self.name is not DeviceName.cpu:  # the CPU is always there (and checking it would import torch)
+            self.resolve()  # refuse a device that is not there before any run starts
 
     def resolve(self) -> torch.device:
         """The torch device to run on; ``auto`` picks cuda, then mps, then cpu."""
+        import torch  # here, so that validating a config (the CLI's refusals) does not load torch
+
         cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
         if self.name is DeviceName.auto:
             return torch.device("cuda" if cuda else "mps" if mps else "cpu")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs (see lrlab/sweep.py)
+SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
+# Where a run is recorded or how it is launched says nothing of what it computes: not part of its name.
+NOT_IN_NAMES = ("tracking_uri", "experiment_name", "rerun", "orphan_timeout", "hydra.")
 MAX_NAME = 250  # MLflow's limit for keys and for the run-name column
 # scheme://user:password@ , also as Hydra escapes it in its logs: scheme\://user\:password@
 _URI_WITH_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*\\?://[^\s:/@\\]*)(\\?:)[^\s@/]*@")
@@ -54,3 +59,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def job_run_name(task_overrides: list[str]) -> str:
+    """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
+    keys = [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
+    named = [o for o in task_overrides if not keys or o.split("=", 1)[0].lstrip("+~") in keys]
+    named = [o for o in named if not o.split("=", 1)[0].lstrip("+~").startswith(NOT_IN_NAMES)]
+    return redact(" ".join(named)) or "defaults"

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import psutil
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 from lrlab.names import shorten
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 HOST, PID, PID_STARTED, HEARTBEAT, ORPHANED = (
     "lrlab.host",

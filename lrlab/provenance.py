@@ -1,6 +1,6 @@
 """What a run records about where it came from: config identity, code version and environment.
 
-Pure: no MLflow client here, only the tag names MLflow's UI reads (Source, Version, User columns).
+Pure: no MLflow here, only the names of the tags that MLflow's UI reads.
 """
 
 from __future__ import annotations
@@ -13,16 +13,20 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 from omegaconf import DictConfig, OmegaConf
 
 import lrlab
 from lrlab.config import Config
 from lrlab.names import flatten, redact, redact_uri
 
+if TYPE_CHECKING:
+    import torch
+
+# MLflow's standard tags (mlflow.utils.mlflow_tags), which its UI shows as Source, Version and User.
+MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME = "mlflow.source.git.commit", "mlflow.source.name"
+MLFLOW_SOURCE_TYPE, MLFLOW_USER = "mlflow.source.type", "mlflow.user"
 GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "launcher")
 PACKAGE = Path(lrlab.__file__).resolve().parent
 REPO_ROOT = PACKAGE.parent
@@ -99,6 +103,8 @@ def code_tags() -> dict[str, str]:
 
 def environment_tags(device: torch.device) -> dict[str, str]:
     """Versions of the stack and the device name: part of the record, since numbers depend on them."""
+    import torch
+
     tags = {"lrlab.env.python": platform.python_version()}
     for package in ("torch", "hydra-core", "omegaconf", "mlflow"):
         tags[f"lrlab.env.{package}"] = metadata.version(package)

@@ -24,9 +24,9 @@ from lrlab import interrupt
 from lrlab.config import CONF_DIR, job_config
 from lrlab.names import redact_uri
 from lrlab.provenance import GROUPS
-from lrlab.run import quiet_libraries, run_job
-from lrlab.store import resolve_tracking_uri
-from lrlab.tracking import bound_http_retries
+from lrlab.run import quiet_libraries
+from lrlab.runner import run_job
+from lrlab.store import bound_http_retries, resolve_tracking_uri
 
 TIMINGS = {"samples_per_second", "train_seconds"}  # wall-clock, never reproducible
 CROSS_DEVICE_RTOL = 1e-4

@@ -1,214 +1,45 @@
 """``python -m lrlab.run [key=value ...]`` runs once; ``-m key=a,b,c`` sweeps.
 
-validate the composed config -> start an MLflow run -> the seven-step pipeline -> end the run.
-A user error (a bad value, an unknown option, a missing device) is one line on stderr and exit 2,
-before any run is created (the callback in ``sweep.py`` validates every job first).
+The entry point: Hydra composes the config, the callback in ``sweep.py`` validates it (and every job of a
+sweep) before any run exists, and the runner runs the job. A user error is one line on stderr and exit 2;
+an interrupt ends the running run and its sweep KILLED, exit 130.
+
+The runner (MLflow, torch, matplotlib) is imported once a job runs, so that refusing bad input takes about
+a second rather than four.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import sys
-import traceback
-from dataclasses import dataclass
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lrlab import interrupt, report
-from lrlab.config import CONF_DIR, Config, job_config, register_configs, to_config
-from lrlab.errors import Abort, JobFailed, StoreUnreachable, UsageError, user_error_line
-from lrlab.names import redact, redact_uri
-from lrlab.orphans import end_orphans
-from lrlab.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
-from lrlab.provenance import code_tags, config_hash, config_yaml, environment_tags, run_params
-from lrlab.store import experiment_id, is_server, open_client, resolve_tracking_uri, server_answers
-from lrlab.sweep import PARENT_ENV, end_sweep, job_run_name
-from lrlab.theory import Reference
-from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, bound_http_retries, dataset_input, finished_run
-
-METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
-SKIPPED = "SKIPPED"
+from lrlab import interrupt
+from lrlab.config import CONF_DIR, register_configs
+from lrlab.errors import Abort, StoreUnreachable, UsageError, user_error_line
+from lrlab.names import redact
+from lrlab.store import bound_http_retries
+from lrlab.sweep import end_sweep
 
 register_configs()
-
-_store_down: str | None = None  # once a tracking server stopped answering, later jobs of this process fail fast
-
-
-@dataclass
-class JobResult:
-    run_id: str | None  # None when the job was skipped (rerun=false) or refused after a stop
-    status: str  # FINISHED, FAILED, KILLED or SKIPPED
-    final_loss: float  # the last epoch's train_loss; inf if it diverged, nan if there is none
-
-
-def print_epoch(result: EpochResult) -> None:
-    print(f"epoch {result.epoch}, loss {result.train_loss:f}", flush=True)
-
-
-def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> JobResult:
-    """One job: a tracked run of the pipeline."""
-    global _store_down
-    hydra_cfg = HydraConfig.get()
-    choices = dict(hydra_cfg.runtime.choices)
-    cfg = to_config(dcfg, choices)
-    if not interrupt.is_installed_here():  # a launcher's worker process: its main process forwards stops
-        interrupt.install(worker=True)
-    if interrupt.stop_requested():  # a job launched after a stop: no run
-        if interrupt.is_worker():
-            return JobResult(None, KILLED, math.nan)
-        raise KeyboardInterrupt(interrupt.stop_requested())
-    uri = resolve_tracking_uri(cfg.tracking_uri)
-    if _store_down:
-        raise StoreUnreachable(_store_down)
-    try:
-        return _tracked_job(dcfg, cfg, choices, uri, run_name, extra_tags)
-    except JobFailed:
-        raise
-    except Exception:
-        if is_server(uri) and not server_answers(uri):
-            _store_down = (
-                f"the tracking server {redact_uri(uri)} stopped answering; the runs it was writing stay RUNNING "
-                "until lrlab next starts against it, which ends them KILLED (tag lrlab.orphaned)"
-            )
-            raise StoreUnreachable(_store_down) from None
-        raise
-
-
-def _tracked_job(
-    dcfg: DictConfig,
-    cfg: Config,
-    choices: dict[str, str],
-    uri: str,
-    run_name: str | None,
-    extra_tags: dict[str, str] | None,
-) -> JobResult:
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
-    params = run_params(job_config(dcfg), choices)
-    identity = config_hash(cfg)
-    name = run_name or job_run_name(overrides)
-    parent_id = os.environ.get(PARENT_ENV)
-    provenance = code_tags()
-    if parent_id is None or not cfg.rerun:
-        client = open_client(uri)
-        experiment = experiment_id(client, uri, cfg.experiment_name)
-        if parent_id is None:  # a sweep's parent has done this for its jobs
-            end_orphans(client, experiment, cfg.orphan_timeout)
-        done = None if cfg.rerun else finished_run(client, experiment, identity)
-        if done and done.data.tags.get("lrlab.code_digest") == provenance["lrlab.code_digest"]:
-            print(f"skipped {name}: this config already FINISHED as run {done.info.run_id} (rerun=true runs it again)")
-            return JobResult(None, SKIPPED, math.nan)
-        if done:
-            print(f"not reusing run {done.info.run_id} for {name}: it was made by other lrlab code; running again")
-    tags = {
-        "lrlab.overrides": redact(" ".join(overrides)),
-        "lrlab.config_hash": identity,
-        **provenance,
-        **environment_tags(cfg.device.resolve()),
-        **(extra_tags or {}),
-    }
-    if multirun:
-        tags["lrlab.job_num"] = str(hydra_cfg.job.num)
-    tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
-    status = KILLED  # whatever escapes below without setting a status is an interrupt
-    try:
-        tracker.log_params(params)
-        tracker.log_text(config_yaml(dcfg), "config.yaml")
-        tracker.log_inputs([dataset_input(cfg)])
-
-        def on_epoch(result: EpochResult) -> None:
-            # printed only once stored: an epoch on the screen is an epoch in the record
-            metrics = {key: getattr(result, key) for key in METRICS}
-            tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result))
-
-        def on_reference(ref: Reference) -> None:
-            tracker.log_metrics(ref.as_metrics(), step=0)
-            if ref.ols_note:
-                tracker.set_tags({"lrlab.ols": ref.ols_note})
-
-        def should_stop() -> bool:
-            return interrupt.stop_requested() is not None
-
-        try:
-            result = run_pipeline(cfg, on_epoch, on_reference, should_stop)
-        except Diverged as diverged:
-            tracker.flush()
-            print(f"{diverged} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
-            tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": diverged.epoch})
-            _log_curves(tracker, cfg, diverged.history)
-            status = FAILED
-            return JobResult(tracker.run_id, FAILED, math.inf)
-        except Stopped as stopped:
-            tracker.flush()
-            why = f"{interrupt.stop_requested()} during epoch {stopped.epoch}"
-            tracker.set_tags({"lrlab.stopped": why})
-            print(f"stopped by {why}: {name} ends KILLED with its {len(stopped.history)} epoch(s) stored", flush=True)
-            if interrupt.is_worker():
-                return JobResult(tracker.run_id, KILLED, math.nan)
-            raise KeyboardInterrupt(why) from None
-        _log_result(tracker, cfg, result)
-        status = FINISHED
-        return JobResult(tracker.run_id, FINISHED, result.history[-1].train_loss)
-    except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
-        if is_server(uri) and not server_answers(uri):
-            status = ""  # the store is gone: nothing more can be written
-            raise
-        status = FAILED
-        what = redact(f"{type(error).__name__}: {error}")
-        with contextlib.suppress(Exception):  # recording the error must not replace it (e.g. no artifact store)
-            tracker.set_tags({"lrlab.error": what[:5000]})
-            tracker.log_text(redact(traceback.format_exc()), "error.txt")
-        if multirun:
-            print(f"job {hydra_cfg.job.num} failed: {what}", file=sys.stderr, flush=True)
-            return JobResult(tracker.run_id, FAILED, math.nan)
-        raise JobFailed(f"run {tracker.run_id} failed: {what}") from error
-    finally:
-        if status:
-            tracker.end(status)
-        else:
-            tracker.abandon()
-
-
-def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> None:
-    curves = {key: [(r.epoch, getattr(r, key)) for r in history] for key in METRICS}
-    figure = report.loss_curves(curves, f"lr={cfg.lr} batch_size={cfg.batch_size}")
-    tracker.log_figure(figure, "loss_curves.png")
-    report.close(figure)
-
-
-def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
-    tracker.log_metrics(
-        {"samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds}, cfg.num_epochs
-    )
-    tracker.flush()
-    tracker.log_dict(
-        {"w": result.w, "b": result.b, "true_w": cfg.dataset.true_w, "true_b": cfg.dataset.true_b}, "params.json"
-    )
-    _log_curves(tracker, cfg, result.history)
-    last = result.history[-1]
-    print(f"error in estimating w: {last.w_error:.6f} (‖w − true_w‖₂)", flush=True)
-    print(f"error in estimating b: {last.b_error:.6f} (|b − true_b|)", flush=True)
-    print(f"run {tracker.run_id}: FINISHED", flush=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(dcfg: DictConfig) -> float:
+    from lrlab.runner import run_job
+
     return run_job(dcfg).final_loss
 
 
-def _end_sweep_after(status: str) -> None:
+def _end_sweep_after(status: str, store_down: bool = False) -> None:
     """End a sweep that an error or an interrupt cut short; a store that is gone cannot be written."""
     try:
         end_sweep(status)
     except Exception as error:  # the original error is what the user needs to read
-        if _store_down is None:
+        if not store_down:
             why = redact(str(error))[:200]
             print(f"lrlab: the sweep's parent run could not be ended {status}: {why}", file=sys.stderr)
 
@@ -218,6 +49,7 @@ def quiet_libraries() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # the exception, not Hydra's multi-line report
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it would print user:password@
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow sets its loggers' level when imported
     for name in ("urllib3", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # joblib's workers, stopped by an error, leave semaphores that the resource tracker (a process that
@@ -229,8 +61,8 @@ def _refuse_null_groups(argv: list[str]) -> None:
     """``experiment=null`` and the like: Hydra fails on them with a ValueError that names no key."""
     for argument in argv:
         key, _, value = argument.partition("=")
-        if value == "null" and (CONF_DIR / key.lstrip("+~")).is_dir():
-            group = key.lstrip("+~")
+        group = key.lstrip("+~")
+        if value == "null" and group and (CONF_DIR / group).is_dir():
             raise UsageError(
                 f"{group}=null: a config group takes one of its options; leave {group} out for its default"
             )
@@ -247,20 +79,18 @@ def main() -> None:
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__
     except StoreUnreachable as down:
-        global _store_down
-        _store_down = str(down)  # a worker found it; the main process need not try the store again
-        _end_sweep_after(FAILED)
+        _end_sweep_after("FAILED", store_down=True)
         print(f"lrlab: error: {down}", file=sys.stderr)
         sys.exit(down.exit_code)
     except KeyboardInterrupt:
-        _end_sweep_after(KILLED)
+        _end_sweep_after("KILLED")
         print(
             "lrlab: interrupted: the running run and its sweep end KILLED (every epoch printed is stored)",
             file=sys.stderr,
         )
         sys.exit(130)
     except Exception as error:
-        _end_sweep_after(FAILED)
+        _end_sweep_after("FAILED")
         reported = user_error_line(error)
         if reported is None:
             raise

@@ -15,17 +15,18 @@ import importlib.util
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from filelock import FileLock
-from mlflow.exceptions import MlflowException
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-from mlflow.tracking import MlflowClient
-from mlflow.utils.credentials import get_default_host_creds
-from mlflow.utils.rest_utils import http_request
 
 from lrlab.errors import UsageError
 from lrlab.names import redact_uri
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# MLflow is imported where it is used: checking a SQLite URI or a scheme (the CLI's refusals) needs none.
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DRIVERS = {
@@ -33,6 +34,13 @@ DRIVERS = {
     "mysql": ("pymysql", "pymysql"),
     "mssql": ("pyodbc", "pyodbc"),
 }
+
+
+def bound_http_retries() -> None:
+    """MLflow retries a dead server for minutes by default; bound it unless the user has chosen."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -90,6 +98,10 @@ def _check_sqlite(uri: str) -> None:
 def probe_server(uri: str, timeout: float = 5.0) -> None:
     """Ask an MLflow server for /health and one authenticated call, through MLflow's own HTTP stack,
     so that ``user:password@`` URIs and MLFLOW_TRACKING_USERNAME/PASSWORD work as they do for runs."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
     creds = get_default_host_creds(uri)
     try:
         health = http_request(creds, "/health", "GET", max_retries=0, timeout=timeout, raise_on_status=False)
@@ -147,6 +159,8 @@ def ensure_store(uri: str) -> None:
     path = sqlite_path(uri)
     if path is None or (path.exists() and path.stat().st_size > 0):
         return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     with FileLock(path.with_name(path.name + ".lock")):
         if path.exists() and path.stat().st_size > 0:
             return  # another process created it while this one waited
@@ -161,6 +175,8 @@ def ensure_store(uri: str) -> None:
 
 def open_client(uri: str) -> MlflowClient:
     """A client of the store at ``uri``, which exists when this returns."""
+    from mlflow.tracking import MlflowClient
+
     ensure_store(uri)
     return MlflowClient(uri)
 
@@ -171,6 +187,9 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
     In a SQLite store, a new experiment keeps its artifacts beside the database; an experiment that
     exists keeps its location.
     """
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
@@ -192,6 +211,10 @@ def is_server(uri: str) -> bool:
 
 def server_answers(uri: str) -> bool:
     """Whether the tracking server behind ``uri`` answers /health now."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
     try:
         answer = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=5)
     except (MlflowException, OSError):

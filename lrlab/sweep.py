@@ -16,7 +16,7 @@ import itertools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
@@ -27,17 +27,16 @@ from omegaconf import DictConfig
 from lrlab import interrupt
 from lrlab.config import Config, job_config, to_config
 from lrlab.errors import Abort, JobFailed, UsageError
-from lrlab.names import redact
+from lrlab.names import PARENT_ENV, SWEEP_KEYS_ENV, job_run_name, redact
 from lrlab.orphans import ORPHANED, end_orphans
 from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.store import check_store, resolve_tracking_uri
-from lrlab.summary import children, summarise
-from lrlab.tracking import FAILED, FINISHED, KILLED, RUNNING, Tracker, dataset_input
 
-PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs (see the module's docstring)
-SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
-# Where a run is recorded or how it is launched says nothing of what it computes: not part of its name.
-NOT_IN_NAMES = ("tracking_uri", "experiment_name", "rerun", "orphan_timeout", "hydra.")
+if TYPE_CHECKING:
+    from lrlab.tracking import Tracker
+
+# The parent run's side (MLflow, figures) is imported when a sweep starts: validating a single run's
+# config, which Hydra does through this module's callback, needs none of it.
 
 
 @dataclass
@@ -84,14 +83,6 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
     )
 
 
-def job_run_name(task_overrides: list[str]) -> str:
-    """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
-    keys = [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
-    named = [o for o in task_overrides if not keys or o.split("=", 1)[0].lstrip("+~") in keys]
-    named = [o for o in named if not o.split("=", 1)[0].lstrip("+~").startswith(NOT_IN_NAMES)]
-    return redact(" ".join(named)) or "defaults"
-
-
 def shared_params(params: list[dict[str, Any]]) -> dict[str, Any]:
     """The params every job of a sweep has, with the same value."""
     if not params:
@@ -127,6 +118,8 @@ class LrlabCallback(Callback):
             raise Abort(error) from error
 
     def _start_sweep(self, config: DictConfig) -> None:
+        from lrlab.tracking import Tracker, dataset_input
+
         self.plan = plan_sweep(config)
         os.environ[SWEEP_KEYS_ENV] = ",".join(self.plan.keys if self.plan else [])
         self.planned = {}
@@ -182,6 +175,9 @@ def end_sweep(status: str | None = None) -> None:
     global _active
     if _active is None:
         return
+    from lrlab.summary import summarise
+    from lrlab.tracking import FAILED, FINISHED, KILLED
+
     sweep, _active = _active, None
     os.environ.pop(PARENT_ENV, None)
     os.environ.pop(SWEEP_KEYS_ENV, None)
@@ -204,6 +200,9 @@ def end_sweep(status: str | None = None) -> None:
 
 
 def _end_running_children(parent: Tracker) -> None:
+    from lrlab.summary import children
+    from lrlab.tracking import KILLED, RUNNING
+
     for run in children(parent):
         if run.info.status == RUNNING:
             parent.client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")

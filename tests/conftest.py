@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -74,3 +76,19 @@ def run_cli(tmp_path: Path, tracking_uri: str) -> Callable[..., subprocess.Compl
         )
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Under ``make soak`` (LRLAB_SOAK > 1): how many repetitions of each case passed and how many were lost."""
+    if int(os.environ.get("LRLAB_SOAK", "1")) <= 1:
+        return
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome == "passed":
+                continue
+            case = re.sub(r"(-|\[)\d+\]$", lambda m: "]" if m.group(1) == "-" else "", report.nodeid)
+            counts[case]["passed" if outcome == "passed" else "lost"] += 1
+    terminalreporter.section("soak: repetitions per case")
+    for case, count in sorted(counts.items()):
+        terminalreporter.write_line(f"{count['passed']:>4} passed {count['lost']:>4} lost   {case}")

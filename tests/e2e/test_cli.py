@@ -49,6 +49,18 @@ def test_canonical_sweep_gives_three_finished_children_of_one_parent(run_cli: Cl
     assert final(client, children["lr=0.01"], "train_loss") > 100 * final(client, converged, "train_loss")
     assert "epoch 3, loss 0.000054" in done.stdout  # printed like the seed
     assert "lr=0.03" in done.stdout.split("status")[-1]  # the summary table
+    # MLflow's own system tags and lrlab's provenance, on every run; the parent carries what its jobs share.
+    for run in runs:
+        tags = run.data.tags
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] == "lrlab/run.py"
+        assert tags["mlflow.user"] and len(tags["lrlab.code_digest"]) == 16 and tags["lrlab.env.mlflow"]
+        assert tags["lrlab.host"] and int(tags["lrlab.pid"]) > 0 and float(tags["lrlab.heartbeat"]) > 0
+        if tags["lrlab.git_commit"] != "unknown":
+            assert tags["mlflow.source.git.commit"] == tags["lrlab.git_commit"]
+        assert "data_seed" not in run.data.params and "None" not in run.data.params.values()  # nulls left out
+    shared = parent.data.params
+    assert shared["batch_size"] == "10" and shared["model"] == "scratch" and "lr" not in shared
+    assert [i.dataset.name for i in parent.inputs.dataset_inputs] == ["synthetic"]
 
 
 def test_section_3_3_variant_reaches_sigma_squared(run_cli: Cli, client: MlflowClient) -> None:

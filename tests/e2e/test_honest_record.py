@@ -36,32 +36,6 @@ def test_a_command_line_choice_beats_the_study_in_param_config_and_computation(
     assert 5e-5 < final(client, job, "ols_train_loss") < 2e-4
 
 
-def test_two_spellings_of_one_computation_share_a_hash_and_numbers(run_cli: Cli, client: MlflowClient) -> None:
-    assert run_cli("optimizer=momentum").returncode == 0
-    assert run_cli("optimizer=sgd", "optimizer.momentum=0.9").returncode == 0
-    first, second = sorted(all_runs(client), key=lambda r: r.info.start_time)
-    assert first.data.tags["lrlab.config_hash"] == second.data.tags["lrlab.config_hash"]
-    histories = [[m.value for m in client.get_metric_history(r.info.run_id, "train_loss")] for r in (first, second)]
-    assert histories[0] == histories[1]
-
-
-def test_mlflow_system_tags_parent_provenance_and_no_null_params(run_cli: Cli, client: MlflowClient) -> None:
-    done = run_cli("-m", "lr=0.01,0.03")
-    assert done.returncode == 0, done.stderr
-    runs = all_runs(client)
-    (parent,) = [r for r in runs if r.data.tags.get("lrlab.sweep") == "true"]
-    for run in runs:
-        tags = run.data.tags
-        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] == "lrlab/run.py"
-        assert tags["mlflow.user"] and tags["lrlab.code_digest"] and tags["lrlab.env.mlflow"]
-        if tags["lrlab.git_commit"] != "unknown":
-            assert tags["mlflow.source.git.commit"] == tags["lrlab.git_commit"]
-        assert "data_seed" not in run.data.params and "None" not in run.data.params.values()
-    shared = parent.data.params
-    assert shared["batch_size"] == "10" and shared["model"] == "scratch" and "lr" not in shared
-    assert parent.inputs.dataset_inputs and parent.data.tags["lrlab.host"]
-
-
 def test_artifacts_land_beside_the_store_wherever_lrlab_starts(tmp_path: Path) -> None:
     store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
     store.mkdir(), elsewhere.mkdir()
@@ -84,15 +58,6 @@ def test_artifacts_land_beside_the_store_wherever_lrlab_starts(tmp_path: Path) -
     assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlflow-artifacts").exists()
 
 
-def test_one_example_finishes_with_a_min_norm_reference(run_cli: Cli, client: MlflowClient) -> None:
-    done = run_cli("dataset.num_examples=1", "batch_size=1")
-    assert done.returncode == 0, done.stderr
-    (run,) = all_runs(client)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["lrlab.ols"].startswith("min-norm least squares: rank(AᵀA) = 1 < d+1 = 3")
-    assert final(client, run, "ols_train_loss") < 1e-20  # one point is fitted exactly
-
-
 def test_reproduce_given_a_sweeps_parent_reproduces_every_job(
     run_cli: Cli, client: MlflowClient, tracking_uri: str
 ) -> None:
@@ -113,27 +78,15 @@ def test_reproduce_given_a_sweeps_parent_reproduces_every_job(
     assert len([r for r in all_runs(client) if "lrlab.reproduces" in r.data.tags]) == 2
 
 
-def test_a_run_of_other_code_is_not_reused_silently(run_cli: Cli, client: MlflowClient) -> None:
-    assert run_cli("rerun=false").returncode == 0
-    again = run_cli("rerun=false")
-    assert "skipped defaults: this config already FINISHED" in again.stdout
-    (old,) = all_runs(client)
-    client.set_tag(old.info.run_id, "lrlab.code_digest", "0000000000000000")  # as if made by older lrlab
-    changed = run_cli("rerun=false")
-    assert changed.returncode == 0
-    assert f"not reusing run {old.info.run_id} for defaults: it was made by other lrlab code" in changed.stdout
-    assert len(all_runs(client)) == 2
-
-
 def test_conclusions_come_only_from_finished_runs(run_cli: Cli, client: MlflowClient) -> None:
-    # Every size diverges (a threshold no loss is under): nothing to fit, nothing "confirmed".
-    done = run_cli("-m", "dataset.num_examples=100,300,1000", "divergence_threshold=1e-9")
+    # Two sizes finish and one diverges (a threshold that only the smallest set's first epoch passes, at
+    # loss 13): a line through the two that finished is not a slope.
+    done = run_cli("-m", "dataset.num_examples=20,1000,3000", "dataset.noise_std=1", "divergence_threshold=5")
     assert done.returncode == 0, done.stderr
     (parent,) = [r for r in all_runs(client) if r.data.tags.get("lrlab.sweep") == "true"]
+    statuses = sorted(r.info.status for r in all_runs(client) if r.info.run_id != parent.info.run_id)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"], done.stdout
     assert "error_slope" not in parent.data.metrics
-    assert "no error slope: it needs at least 3 sizes that finished (0 did)" in done.stdout
-    # Two sizes finish: a line through two points is not a slope either.
-    done = run_cli("-m", "dataset.num_examples=100,1000")
     assert "no error slope: it needs at least 3 sizes that finished (2 did)" in done.stdout
 
 

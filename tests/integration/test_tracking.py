@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from lrlab.config import job_config
-from lrlab.run import run_job
+from lrlab.orphans import end_orphans
+from lrlab.runner import JobResult, run_job
 
 
 @pytest.fixture
@@ -81,3 +86,62 @@ def test_same_config_same_hash_other_config_other_hash(
     assert tag(first) == tag(again) != tag(other)
     histories = [[m.value for m in client.get_metric_history(r, "train_loss")] for r in (first, again)]
     assert histories[0] == histories[1]  # bit for bit
+
+
+def test_two_spellings_of_one_computation_share_a_hash_and_numbers(
+    run_in_process: Callable[..., str], client: MlflowClient
+) -> None:
+    momentum, spelled = run_in_process("optimizer=momentum"), run_in_process("optimizer=sgd", "optimizer.momentum=0.9")
+    tags = [client.get_run(r).data.tags["lrlab.config_hash"] for r in (momentum, spelled)]
+    assert tags[0] == tags[1]
+    histories = [[m.value for m in client.get_metric_history(r, "train_loss")] for r in (momentum, spelled)]
+    assert histories[0] == histories[1]
+
+
+def test_one_example_finishes_with_a_min_norm_reference(
+    run_in_process: Callable[..., str], client: MlflowClient
+) -> None:
+    run = client.get_run(run_in_process("dataset.num_examples=1", "batch_size=1"))
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lrlab.ols"].startswith("min-norm least squares: rank(AᵀA) = 1 < d+1 = 3")
+    assert run.data.metrics["ols_train_loss"] < 1e-20  # one point is fitted exactly
+
+
+def test_a_run_of_other_code_is_not_reused_silently(
+    compose_cfg: Callable[..., DictConfig], tracking_uri: str, client: MlflowClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(*overrides: str) -> JobResult:
+        cfg = compose_cfg("rerun=false", *overrides, f"tracking_uri={tracking_uri}", return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return run_job(job_config(cfg))
+
+    first = run()
+    assert first.status == "FINISHED" and run().status == "SKIPPED"
+    assert f"this config already FINISHED as run {first.run_id}" in capsys.readouterr().out
+    client.set_tag(str(first.run_id), "lrlab.code_digest", "0000000000000000")  # as if older lrlab made it
+    again = run()
+    assert again.status == "FINISHED" and again.run_id != first.run_id
+    assert f"not reusing run {first.run_id} for defaults: it was made by other lrlab code" in capsys.readouterr().out
+
+
+def test_orphans_of_another_host_end_after_their_heartbeat_stops(client: MlflowClient, tracking_uri: str) -> None:
+    experiment = client.create_experiment("orphans")
+    now = time.time()
+    tags = {"lrlab.host": "elsewhere", "lrlab.pid": "1", "lrlab.pid_started": "0"}
+    stale = client.create_run(experiment, tags={**tags, "lrlab.heartbeat": f"{now - 1000:.0f}"}).info.run_id
+    fresh = client.create_run(experiment, tags={**tags, "lrlab.heartbeat": f"{now - 10:.0f}"}).info.run_id
+    foreign = client.create_run(experiment).info.run_id  # not lrlab's: no tags, left alone
+    here = {"lrlab.host": socket.gethostname(), "lrlab.pid": str(os.getpid())}
+    alive = client.create_run(experiment, tags={**here, "lrlab.pid_started": f"{psutil.Process().create_time():.2f}"})
+    reused = client.create_run(experiment, tags={**here, "lrlab.pid_started": "12345.00"})  # same pid, other process
+    ended = end_orphans(client, experiment, orphan_timeout=900)
+    assert {r.info.run_id for r in ended} == {stale, reused.info.run_id}
+    status = {r: client.get_run(r).info.status for r in (stale, fresh, foreign, alive.info.run_id, reused.info.run_id)}
+    assert status == {
+        stale: "KILLED",
+        fresh: "RUNNING",
+        foreign: "RUNNING",
+        alive.info.run_id: "RUNNING",
+        reused.info.run_id: "KILLED",
+    }
+    assert client.get_run(stale).data.tags["lrlab.orphaned"].startswith("no heartbeat from elsewhere (pid 1) for 10")
