@@ -24,7 +24,9 @@ from lrlab.names import flatten
 if TYPE_CHECKING:
     import torch
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the YAML options Hydra composes onto Config
+# The YAML options Hydra composes onto Config: lrlab/conf in an installed wheel, conf/ in a checkout.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else Path(__file__).resolve().parent.parent / "conf"
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit
 # Groups whose option files each set the group's ``name``: a choice and its name must agree.
@@ -331,7 +333,7 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
     unknown = sorted(set(flatten(tree)) - _field_keys(cfg))
     if unknown:
         raise ConfigError(
-            f"{unknown[0]}: no such key (check the spelling; `python -m lrlab.run --cfg job` lists every key)"
+            f"{unknown[0]}: no such key (check the spelling; `.venv/bin/lrlab --cfg job` lists every key)"
         )
     for group in NAMED_GROUPS:
         choice = (choices or {}).get(group)

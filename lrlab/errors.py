@@ -67,7 +67,7 @@ def _omegaconf_line(error: OmegaConfBaseException) -> str:
     if "Key '" in message and "not in" in message:  # a misspelled key
         match = re.search(r"Key '([^']+)'", message)
         name = f"{key}" if key else (match.group(1) if match else "?")
-        return f"{name}: no such key (check the spelling; `python -m lrlab.run --cfg job` lists every key)"
+        return f"{name}: no such key (check the spelling; `.venv/bin/lrlab --cfg job` lists every key)"
     return f"{key}: {message}" if key else message
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import psutil
@@ -69,7 +71,17 @@ def is_installed_here() -> bool:
     return _installed_pid == os.getpid()
 
 
-def reset() -> None:
-    """Forget a stop request (for a fresh start in the same process, e.g. a notebook)."""
-    global _stop
-    _stop = None
+@contextmanager
+def handling() -> Iterator[None]:
+    """Handle Ctrl-C and SIGTERM as stop requests for a block (the Python API's runs), then restore the
+    handlers that were there (a notebook's, a REPL's) and forget the request."""
+    global _stop, _installed_pid, _worker
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), _installed_pid, _worker
+    _stop, _installed_pid = None, None
+    install()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        _stop, _installed_pid, _worker = None, saved[2], saved[3]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+# Figures are made with matplotlib's object API, not pyplot: no backend is chosen for the user (a notebook
+# keeps its inline plots), no window opens, and a figure is freed when it is no longer referenced.
 
 CURVES = ("train_loss", "w_error", "b_error")
 
@@ -34,7 +32,8 @@ def _log_y(ax: Axes, values: Sequence[float]) -> None:
 
 def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str) -> Figure:
     """train_loss, w_error and b_error against epoch on a log scale: one run."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
     for key in CURVES:
         points = history.get(key, [])
         ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=key)
@@ -48,7 +47,8 @@ def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str) 
 
 def sweep_overlay(curves: Mapping[str, Sequence[tuple[int, float]]], title: str) -> Figure:
     """Every child's train_loss against epoch, labelled by run name: one sweep."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot()
     for name, points in curves.items():
         ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=name)
     ax.set(xlabel="epoch", ylabel="train_loss (log scale)", title=title)
@@ -64,10 +64,6 @@ def summary_table(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows))
 
 
-def close(fig: Figure) -> None:
-    plt.close(fig)
-
-
 def versus(
     xs: Sequence[float],
     ys: Mapping[str, Sequence[float]],
@@ -77,7 +73,8 @@ def versus(
     vlines: Mapping[str, float] | None = None,
 ) -> Figure:
     """Final metrics against a swept numeric key, log-log, with theory drawn as reference lines."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot()
     for label, values in ys.items():
         ax.plot(xs, _positive(values), marker="o", label=label)
     for label, y in (hlines or {}).items():

@@ -36,9 +36,12 @@ _store_down: str | None = None  # once a tracking server stopped answering, late
 
 @dataclass
 class JobResult:
+    """What one job did: its MLflow run and, when it trained to the end, the training result."""
+
     run_id: str | None  # None when the job was skipped (rerun=false) or refused after a stop
     status: str  # FINISHED, FAILED, KILLED or SKIPPED
     final_loss: float  # the last epoch's train_loss; inf if it diverged, nan if there is none
+    result: TrainResult | None = None  # the seven steps' result (FINISHED runs)
 
 
 def print_epoch(result: EpochResult) -> None:
@@ -149,7 +152,7 @@ def _tracked_job(
             raise KeyboardInterrupt(why) from None
         _log_result(tracker, cfg, result)
         status = FINISHED
-        return JobResult(tracker.run_id, FINISHED, result.history[-1].train_loss)
+        return JobResult(tracker.run_id, FINISHED, result.history[-1].train_loss, result)
     except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
         if is_server(uri) and not server_answers(uri):
             status = ""  # the store is gone: nothing more can be written
@@ -174,7 +177,6 @@ def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> No
     curves = {key: [(r.epoch, getattr(r, key)) for r in history] for key in METRICS}
     figure = report.loss_curves(curves, f"lr={cfg.lr} batch_size={cfg.batch_size}")
     tracker.log_figure(figure, "loss_curves.png")
-    report.close(figure)
 
 
 def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
@@ -189,4 +191,6 @@ def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
     last = result.history[-1]
     print(f"error in estimating w: {last.w_error:.6f} (‖w − true_w‖₂)", flush=True)
     print(f"error in estimating b: {last.b_error:.6f} (|b − true_b|)", flush=True)
-    print(f"run {tracker.run_id}: FINISHED", flush=True)
+    print(
+        f"run {tracker.run_id}: FINISHED (make reproduce RUN={tracker.run_id} runs it again and compares)", flush=True
+    )

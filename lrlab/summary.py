@@ -72,9 +72,8 @@ def summarise(parent: Tracker, keys: list[str], planned: dict[str, str]) -> list
     parent.log_text(table.to_html(index=False), "summary.html")
     figure = report.sweep_overlay(curves, parent.client.get_run(parent.run_id).info.run_name or "sweep")
     parent.log_figure(figure, "comparison.png")
-    report.close(figure)
     if rows:
-        print(table.drop(columns="run_id").to_string(index=False), flush=True)
+        print(table.to_string(index=False), flush=True)
     theory_pictures(parent, keys, runs + reused)
     return failed
 
@@ -110,7 +109,6 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
             vlines={"lr_critical": first.get("lr_critical", math.nan)},
         )
         parent.log_figure(figure, "lr_vs_loss.png")
-        report.close(figure)
         return
     errors = {m: [run.data.metrics.get(m, math.nan) for run in runs] for m in ("w_error", "ols_w_error")}
     slopes = {m: loglog_slope(xs, errors[m]) for m in errors}
@@ -127,4 +125,3 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
         title = f"w error against n: SGD slope {sgd:.2f}, OLS slope {ols:.2f}"
     figure = report.versus(xs, errors, "num_examples", title)
     parent.log_figure(figure, "error_vs_n.png")
-    report.close(figure)

@@ -255,9 +255,8 @@ def test_a_server_that_dies_mid_sweep(tmp_path: Path) -> None:
         process = cli(tmp_path, mlflow.uri, "-m", "launcher=joblib", "lr=0.01,0.02,0.03,0.04", "num_epochs=3000")
         head = read_until(process, 20)
         mlflow.stop()
-        start = time.monotonic()
-        _, err = process.communicate(timeout=120)
-        assert time.monotonic() - start < 60 and process.returncode == 1
+        _, err = process.communicate(timeout=60)  # "within a minute": a guard against MLflow's long retries
+        assert process.returncode == 1
         (line,) = err.strip().splitlines()  # one line, no traceback spam
         assert line.startswith(f"lrlab: error: the tracking server {mlflow.uri} stopped answering")
 
