@@ -78,6 +78,23 @@ def run_cli(tmp_path: Path, tracking_uri: str) -> Callable[..., subprocess.Compl
     return run
 
 
+@pytest.fixture
+def run_reproduce(tracking_uri: str) -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """``python -m lrlab.reproduce RUN_ID`` in a subprocess against the test's store."""
+
+    def run(run_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lrlab.reproduce", run_id],
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    return run
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     """Under ``make soak`` (LRLAB_SOAK > 1): how many repetitions of each case passed and how many were lost."""
     if int(os.environ.get("LRLAB_SOAK", "1")) <= 1:

@@ -59,19 +59,12 @@ def test_artifacts_land_beside_the_store_wherever_lrlab_starts(tmp_path: Path) -
 
 
 def test_reproduce_given_a_sweeps_parent_reproduces_every_job(
-    run_cli: Cli, client: MlflowClient, tracking_uri: str
+    run_cli: Cli, client: MlflowClient, run_reproduce: Callable[[str], subprocess.CompletedProcess[str]]
 ) -> None:
     done = run_cli("-m", "lr=0.02,0.04")
     assert done.returncode == 0, done.stderr
     parent_id = done.stdout.split("sweep: parent run ")[1].split()[0]
-    check = subprocess.run(
-        [sys.executable, "-m", "lrlab.reproduce", parent_id],
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    check = run_reproduce(parent_id)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{parent_id} is a sweep: reproducing its 2 job(s)" in check.stdout
     assert "2 of 2 job(s) reproduced" in check.stdout

@@ -225,7 +225,9 @@ def test_a_launcher_that_rejects_its_settings_after_the_parent_exists(tmp_path: 
     assert parent.info.status == "FAILED"
 
 
-def test_sigkill_leaves_a_run_that_the_next_start_ends_as_an_orphan(tmp_path: Path) -> None:
+@pytest.mark.soak
+@pytest.mark.parametrize("attempt", SOAK)
+def test_sigkill_leaves_a_run_that_the_next_start_ends_as_an_orphan(tmp_path: Path, attempt: int) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     process = cli(tmp_path, uri, *LONG)
     head = read_until(process, 20)

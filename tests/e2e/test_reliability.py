@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.test_cli import all_runs
+from tests.e2e.test_record import SOAK, cli
 
 pytestmark = pytest.mark.e2e
 
@@ -128,25 +127,13 @@ def test_crashed_job_fails_with_its_error_the_rest_run_and_the_sweep_exits_1(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
-def test_interrupt_ends_the_run_killed(tmp_path: Path, tracking_uri: str, signum: int, sweep: bool) -> None:
+@pytest.mark.soak
+@pytest.mark.parametrize("attempt", SOAK)
+def test_interrupt_ends_the_run_killed(
+    tmp_path: Path, tracking_uri: str, signum: int, sweep: bool, attempt: int
+) -> None:
     args = ["-m", "lr=0.03,0.01"] if sweep else []
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrlab.run",
-            *args,
-            "num_epochs=100000",
-            "dataset.num_examples=200",
-            f"hydra.run.dir={tmp_path}/out",
-            f"hydra.sweep.dir={tmp_path}/multi",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = cli(tmp_path, tracking_uri, *args, "num_epochs=100000", "dataset.num_examples=200")
     assert process.stdout is not None
     for line in process.stdout:  # wait until training is under way
         if line.startswith("epoch 5,"):

@@ -57,21 +57,13 @@ def test_lr_study_resumes_where_it_stopped_and_skips_what_finished(run_cli: Cli,
     assert again.stdout.count("skipped lr=") == len(LRS) - len(diverged)
 
 
-def test_reproduce_confirms_a_logged_run_bit_for_bit(run_cli: Cli, client: MlflowClient, tracking_uri: str) -> None:
-    import os
-    import sys
-
+def test_reproduce_confirms_a_logged_run_bit_for_bit(
+    run_cli: Cli, client: MlflowClient, run_reproduce: Callable[[str], subprocess.CompletedProcess[str]]
+) -> None:
     done = run_cli("lr=0.05", "model=linear", "optimizer=momentum", "reader=shuffled_index")
     assert done.returncode == 0, done.stderr
     (original,) = all_runs(client)
-    check = subprocess.run(
-        [sys.executable, "-m", "lrlab.reproduce", original.info.run_id],
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    check = run_reproduce(original.info.run_id)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "reproduced bit for bit (same device): every metric history matches" in check.stdout
     copy = next(r for r in all_runs(client) if r.data.tags.get("lrlab.reproduces") == original.info.run_id)
@@ -84,12 +76,5 @@ def test_reproduce_confirms_a_logged_run_bit_for_bit(run_cli: Cli, client: Mlflo
         second = [(m.step, m.value) for m in client.get_metric_history(copy.info.run_id, key)]
         assert sorted(first) == sorted(second) and len(first) == 3
 
-    missing = subprocess.run(
-        [sys.executable, "-m", "lrlab.reproduce", "0123456789abcdef"],
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    missing = run_reproduce("0123456789abcdef")
     assert missing.returncode == 2 and missing.stderr.strip().startswith("lrlab: error: run_id=")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from lrlab.config import job_config
+from lrlab.config import CONF_DIR, job_config, option_name
 from lrlab.orphans import end_orphans
 from lrlab.runner import JobResult, run_job
 
@@ -145,3 +146,27 @@ def test_orphans_of_another_host_end_after_their_heartbeat_stops(client: MlflowC
         reused.info.run_id: "KILLED",
     }
     assert client.get_run(stale).data.tags["lrlab.orphaned"].startswith("no heartbeat from elsewhere (pid 1) for 10")
+
+
+STUDIES = sorted(p.stem for p in (CONF_DIR.parent / "experiments").glob("*.yaml"))
+# For each group, an option that no study picks, so that the command line has something to win against.
+OTHER = {"dataset": "wide", "model": "linear", "loss": "mse", "optimizer": "adam", "reader": "dataloader"}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_command_line_choice_beats_the_study_in_the_record(
+    run_in_process: Callable[..., str], client: MlflowClient, study: str
+) -> None:
+    # Every group chosen on the command line at once; the wide set kept small.
+    choices = [f"{group}={option}" for group, option in OTHER.items()]
+    one_job = [f"experiment={study}", *choices, "num_epochs=1", "dataset.num_examples=200", "hydra.mode=RUN"]
+    run = client.get_run(run_in_process(*one_job))
+    logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text())
+    for group, option in OTHER.items():
+        name = option_name(group, option)
+        assert run.data.params[group] == option and run.data.params[f"{group}.name"] == name
+        assert logged[group]["name"] == name
+    # The computation: under mse the least-squares floor is σ²·(n−d−1)/n ≈ 9e-5, not half of it (squared),
+    # and the wide set has 20 weights.
+    assert 6.5e-5 < run.data.metrics["ols_train_loss"] < 1.3e-4
+    assert len(json.loads(Path(client.download_artifacts(run.info.run_id, "params.json")).read_text())["w"]) == 20
