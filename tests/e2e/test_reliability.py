@@ -125,10 +125,10 @@ def test_crashed_job_fails_with_its_error_the_rest_run_and_the_sweep_exits_1(
     assert runs["sweep dataset.num_examples=1000,1000000000000"].info.status == "FAILED"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
 @pytest.mark.soak
 @pytest.mark.parametrize("attempt", SOAK)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
 def test_interrupt_ends_the_run_killed(
     tmp_path: Path, tracking_uri: str, signum: int, sweep: bool, attempt: int
 ) -> None:
