@@ -26,7 +26,7 @@ sweep: $(STAMP) ## the canonical sweep: lr=0.01,0.03,0.1 into ./mlflow.db
 	$(PY) -m lrlab.run -m lr=0.01,0.03,0.1
 
 test: $(STAMP) ## run every test (unit, integration, e2e) on every core (JOBS=N to choose)
-	$(PY) -m pytest -n $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 soak: $(STAMP) ## repeat each concurrency and interrupt case SOAK times (default 20) and print the counts
 	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m soak -q

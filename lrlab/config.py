@@ -239,6 +239,12 @@ class Config:
             _require(value is None or 0 <= value <= SEED_MAX, key, "null or an integer in [0, 2**64-1]", value)
         _require(bool(self.experiment_name.strip()), "experiment_name", "a non-empty string", self.experiment_name)
         _require(
+            self.tracking_uri is None or bool(self.tracking_uri.strip()),
+            "tracking_uri",
+            "a URI, or left out for the default",
+            self.tracking_uri,
+        )
+        _require(
             len(self.experiment_name) <= MAX_EXPERIMENT_NAME,
             "experiment_name",
             f"at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit), not {len(self.experiment_name)}",

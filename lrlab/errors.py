@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
 from lrlab.config import ConfigError
@@ -31,6 +31,14 @@ class StoreUnreachable(BaseException):
     """
 
     exit_code = FAILURE_EXIT
+
+    @staticmethod
+    def about(uri: str) -> str:
+        """The one line for a server at ``uri`` (already without its password) that stopped answering."""
+        return (
+            f"the tracking server {uri} stopped answering; the runs it was writing stay RUNNING until lrlab next "
+            "starts against it, which ends them KILLED (tag lrlab.orphaned)"
+        )
 
 
 class UsageError(LrlabError):
@@ -93,15 +101,23 @@ def user_error_line(error: BaseException) -> tuple[str, int] | None:
         return str(root), USAGE_EXIT
     if isinstance(root, OmegaConfBaseException):
         return _omegaconf_line(root), USAGE_EXIT
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" not in error.missing_cfg_file:
+        return f"--config-name {error.missing_cfg_file}: no such primary config (lrlab's is config)", USAGE_EXIT
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
         options = ", ".join(error.options or [])
         return f"{group}={option} is not an option: {group} must be one of {options}", USAGE_EXIT
     if isinstance(error, OverrideParseException):  # "Error parsing override 'k=v'" + why, on one line
         lines = [line.strip() for line in str(error).splitlines() if line.strip() and "hydra.cc" not in line]
-        return ": ".join(lines[:2]), USAGE_EXIT
+        key = str(getattr(error, "override", "") or "").split("=", 1)[0]
+        line = ": ".join(lines[:2])
+        return (line if not key or line.startswith(key) or f"'{key}=" in line else f"{key}: {line}"), USAGE_EXIT
     if isinstance(error, ConfigCompositionException):
         return _first_line(str(error)), USAGE_EXIT
+    if type(error).__module__.startswith("mlflow"):  # the store or server answered with an error
+        return f"tracking store: {_first_line(str(error))[:500]}", FAILURE_EXIT
+    if isinstance(error, HydraException):  # e.g. --config-dir that does not exist
+        return f"hydra: {_first_line(str(error))}", USAGE_EXIT
     if _raised_in(error).startswith("hydra.") and isinstance(error, (ValueError, TypeError, KeyError)):
         return f"override: Hydra cannot read it: {_first_line(str(error))}", USAGE_EXIT  # e.g. `=3`
     if _raised_in(error).startswith(LAUNCHER_MODULES):  # e.g. hydra.launcher.n_jobs=0

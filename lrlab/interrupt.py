@@ -22,6 +22,9 @@ from types import FrameType
 import psutil
 
 _stop: str | None = None  # why a stop was asked for, e.g. "SIGINT"
+# Set in the environment by the first stop, so that a worker process started after it (a launcher may
+# start its workers late, or replace one) hears of the stop as it starts.
+STOP_ENV = "LRLAB_STOP_REQUESTED"
 _installed_pid: int | None = None
 _worker = False
 
@@ -43,6 +46,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     forced = _stop is not None
     _stop = _stop or name
+    os.environ[STOP_ENV] = _stop
     _forward(signum)
     if forced:
         raise KeyboardInterrupt(f"{name} again: forced")
@@ -54,10 +58,12 @@ def install(worker: bool = False) -> None:
     A worker ignores SIGINT, which the terminal sends to the whole process group: its main process
     forwards the stop as SIGTERM, so every worker hears about it once.
     """
-    global _installed_pid, _worker
+    global _installed_pid, _worker, _stop
     if _installed_pid == os.getpid():
         return
     _installed_pid, _worker = os.getpid(), worker
+    if worker and os.environ.get(STOP_ENV):
+        _stop = os.environ[STOP_ENV]
     signal.signal(signal.SIGTERM, _handle)
     signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _handle)
 
@@ -85,3 +91,4 @@ def handling() -> Iterator[None]:
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
         _stop, _installed_pid, _worker = None, saved[2], saved[3]
+        os.environ.pop(STOP_ENV, None)

@@ -10,9 +10,15 @@ a second rather than four.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m lrlab.run: Ctrl-C is a stop request from the first line on
+    from lrlab import interrupt as _interrupt
+
+    _interrupt.install()
+
 import logging
 import os
 import sys
+from typing import TextIO
 
 import hydra
 from omegaconf import DictConfig
@@ -20,8 +26,8 @@ from omegaconf import DictConfig
 from lrlab import interrupt
 from lrlab.config import CONF_DIR, register_configs
 from lrlab.errors import Abort, StoreUnreachable, UsageError, user_error_line
-from lrlab.names import redact
-from lrlab.store import bound_http_retries
+from lrlab.names import redact, redact_uri
+from lrlab.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
 from lrlab.sweep import end_sweep
 
 register_configs()
@@ -58,7 +64,8 @@ def quiet_libraries() -> None:
 
 
 def _refuse_null_groups(argv: list[str]) -> None:
-    """``experiment=null`` and the like: Hydra fails on them with a ValueError that names no key."""
+    """``experiment=null`` and the like: Hydra fails on them with a ValueError that names no key. And the
+    callback that validates every job and keeps the sweep's record cannot be removed or replaced."""
     for argument in argv:
         key, _, value = argument.partition("=")
         group = key.lstrip("+~")
@@ -66,9 +73,31 @@ def _refuse_null_groups(argv: list[str]) -> None:
             raise UsageError(
                 f"{group}=null: a config group takes one of its options; leave {group} out for its default"
             )
+        if group.startswith("hydra.callbacks"):
+            raise UsageError(f"{group}: lrlab's callback validates every job and keeps the sweep's record; it stays")
+
+
+def _tracking_uri(argv: list[str]) -> str:
+    """The tracking URI the command line asked for, as the runs resolve it."""
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("tracking_uri=")]
+    return resolve_tracking_uri(given[-1] if given else None)
+
+
+class _Redacting:
+    """A console stream that writes URIs without their passwords, whoever prints them (Hydra's --cfg too)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
 
 
 def main() -> None:
+    sys.stdout, sys.stderr = _Redacting(sys.stdout), _Redacting(sys.stderr)
     quiet_libraries()
     interrupt.install()
     bound_http_retries()
@@ -90,6 +119,15 @@ def main() -> None:
         )
         sys.exit(130)
     except Exception as error:
+        if interrupt.stop_requested():  # a stop that reached a worker before its handler: still a stop
+            _end_sweep_after("KILLED")
+            print("lrlab: interrupted: the running run and its sweep end KILLED", file=sys.stderr)
+            sys.exit(130)
+        uri = _tracking_uri(sys.argv[1:])
+        if is_server(uri) and not server_answers(uri):  # whatever a launcher made of it: the server is gone
+            _end_sweep_after("FAILED", store_down=True)
+            print(f"lrlab: error: {StoreUnreachable.about(redact_uri(uri))}", file=sys.stderr)
+            sys.exit(StoreUnreachable.exit_code)
         _end_sweep_after("FAILED")
         reported = user_error_line(error)
         if reported is None:

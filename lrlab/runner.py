@@ -69,10 +69,7 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
         raise
     except Exception:
         if is_server(uri) and not server_answers(uri):
-            _store_down = (
-                f"the tracking server {redact_uri(uri)} stopped answering; the runs it was writing stay RUNNING "
-                "until lrlab next starts against it, which ends them KILLED (tag lrlab.orphaned)"
-            )
+            _store_down = StoreUnreachable.about(redact_uri(uri))
             raise StoreUnreachable(_store_down) from None
         raise
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from lrlab.errors import UsageError
 from lrlab.names import redact_uri
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # MLflow is imported where it is used: checking a SQLite URI or a scheme (the CLI's refusals) needs none.
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+LOCK_SECONDS = 120.0  # creating a store takes about 1.3 s; a lock held this long is not a store being made
 DRIVERS = {
     "postgresql": ("psycopg2", "psycopg2-binary"),
     "mysql": ("pymysql", "pymysql"),
@@ -74,11 +75,17 @@ def _check_sqlite(uri: str) -> None:
     path = sqlite_path(uri)
     if path is None or str(path) in ("", "/") or uri.startswith("sqlite:///:memory:"):
         raise _fail(uri, "a SQLite URI reads sqlite:///path/to/mlflow.db (an in-memory store keeps nothing)")
+    if "?" in uri:
+        raise _fail(uri, "query options (?...) are not supported: give the database file alone")
     folder = path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise _fail(uri, f"the folder {folder} does not exist or is not writable")
     if path.is_dir():
         raise _fail(uri, f"{path} is a folder, not a database file")
+    if (path.exists() and not path.is_file()) or (path.is_symlink() and not path.resolve().is_file()):
+        raise _fail(uri, f"{path} is not a regular file (a device, a pipe...): lrlab would replace it")
+    if path.resolve().is_relative_to("/proc") or path.resolve().is_relative_to("/sys"):
+        raise _fail(uri, f"{path} is in a kernel file system, not a place for a database")
     if not path.exists() or path.stat().st_size == 0:
         return  # ensure_store creates it
     if not os.access(path, os.R_OK | os.W_OK):
@@ -145,11 +152,13 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         module, package = DRIVERS[scheme]
         if importlib.util.find_spec(module) is None:
             raise _fail(uri, f"the {scheme} driver is not installed (pip install {package})")
-    elif scheme in ("", "file"):
+    elif scheme == "file":
         raise _fail(
             uri,
             "MLflow 3 keeps no file store: use sqlite:///path/to/mlflow.db or an http(s)://host:port server",
         )
+    elif scheme == "":
+        raise _fail(uri, "not a tracking URI: use sqlite:///path/to/mlflow.db or http(s)://host:port")
     elif scheme != "databricks":
         raise _fail(uri, f"unknown scheme {scheme!r}; use sqlite:///path/to/mlflow.db or http(s)://host:port")
 
@@ -159,9 +168,16 @@ def ensure_store(uri: str) -> None:
     path = sqlite_path(uri)
     if path is None or (path.exists() and path.stat().st_size > 0):
         return
+    if path.exists() and not path.is_file():
+        raise _fail(uri, f"{path} is not a regular file: lrlab would replace it")
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    with FileLock(path.with_name(path.name + ".lock")):
+    lock = FileLock(path.with_name(path.name + ".lock"), timeout=LOCK_SECONDS)
+    try:
+        lock.acquire()
+    except (Timeout, OSError) as error:
+        raise _fail(uri, f"no lock beside the database within {LOCK_SECONDS:.0f} s ({error})") from None
+    try:
         if path.exists() and path.stat().st_size > 0:
             return  # another process created it while this one waited
         partial = path.with_name(f".{path.name}.{os.getpid()}.creating")
@@ -171,6 +187,8 @@ def ensure_store(uri: str) -> None:
             os.replace(partial, path)  # atomic: the store appears complete or not at all
         finally:
             partial.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def open_client(uri: str) -> MlflowClient:
@@ -191,6 +209,11 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise UsageError(
+            f"experiment_name={name}: this experiment is deleted; restore it (mlflow experiments restore) "
+            "or choose another name"
+        )
     if experiment is not None:
         return str(experiment.experiment_id)
     root = artifact_root(uri)

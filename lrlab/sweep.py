@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ class SweepPlan:
     keys: list[str]  # the keys they vary, e.g. ["lr"]
 
 
+MAX_JOBS = 10000  # each job is composed and validated before the first starts
+
+
+def _range_size(sweep: Any) -> int:
+    """How many values ``range(start, stop, step)`` has, without listing them."""
+    start, stop, step = float(sweep.start), float(sweep.stop), float(sweep.step or 1)
+    return max(0, math.ceil((stop - start) / step)) if step else MAX_JOBS + 1
+
+
 def plan_sweep(config: DictConfig) -> SweepPlan | None:
     """The jobs Hydra's basic sweeper will launch, in its order; None for another sweeper.
 
@@ -64,6 +74,8 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
         if not override.is_sweep_override():
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
         elif override.is_discrete_sweep():
+            if override.is_range_sweep() and _range_size(override.value()) > MAX_JOBS:
+                raise UsageError(f"{override.key_or_group}: {override.input_line} has more than {MAX_JOBS} values")
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
             if not choices[key]:
                 raise UsageError(
@@ -76,6 +88,8 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
                 "sweep a choice (a,b,c), a range(start,stop,step) or a glob(*)"
             )
     sweeps = [o for o in overrides if o.is_sweep_override()]
+    if math.prod(len(values) for values in choices.values()) > MAX_JOBS:
+        raise UsageError(f"{sweeps[0].key_or_group}: the sweep has more than {MAX_JOBS} jobs; split it into studies")
     return SweepPlan(
         jobs=[list(job) for job in itertools.product(*choices.values())],
         swept=[redact(o.input_line or f"{o.key_or_group}=...") for o in sweeps],
@@ -181,20 +195,21 @@ def end_sweep(status: str | None = None) -> None:
     sweep, _active = _active, None
     os.environ.pop(PARENT_ENV, None)
     os.environ.pop(SWEEP_KEYS_ENV, None)
-    stopped = interrupt.stop_requested()
-    final = status or (KILLED if stopped else FAILED)
+    final = status or FAILED  # if the summary raises
     failed: list[str] = []
     try:
         if status is None:
             failed = summarise(sweep.parent, sweep.keys, sweep.planned)
-            final = KILLED if stopped else FAILED if failed else FINISHED
+            final = FAILED if failed else FINISHED
     finally:
+        if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted
+            final = KILLED
         try:
             _end_running_children(sweep.parent)
         finally:
             sweep.parent.end(final)
-    if status is None and stopped:
-        raise KeyboardInterrupt(stopped)
+    if status is None and interrupt.stop_requested():
+        raise KeyboardInterrupt(interrupt.stop_requested())
     if failed:
         raise JobFailed(f"{len(failed)} job(s) failed (not diverged): {', '.join(failed)}")
 

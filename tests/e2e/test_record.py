@@ -258,7 +258,7 @@ def test_a_server_that_dies_mid_sweep(tmp_path: Path) -> None:
         head = read_until(process, 20)
         mlflow.stop()
         _, err = process.communicate(timeout=60)  # "within a minute": a guard against MLflow's long retries
-        assert process.returncode == 1
+        assert process.returncode == 1, err
         (line,) = err.strip().splitlines()  # one line, no traceback spam
         assert line.startswith(f"lrlab: error: the tracking server {mlflow.uri} stopped answering")
 
