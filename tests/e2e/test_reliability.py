@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -72,6 +73,16 @@ BAD_INPUT = [
     ("tracking_uri=file://{tmp}/mlruns", "tracking_uri"),  # MLflow 3 has no file store
     ("tracking_uri=postgresql://lrlab:secret@127.0.0.1/db", "tracking_uri"),  # no driver installed
     ("tracking_uri=nosuch://store", "tracking_uri"),
+    ("tracking_uri=sqlite:///{tmp}/fifo.db", "tracking_uri"),  # not a regular file: never replaced
+    ("tracking_uri=sqlite:////proc/version", "tracking_uri"),
+    ("tracking_uri=sqlite:///{tmp}/q.db?mode=ro", "tracking_uri"),
+    ("tracking_uri=", "tracking_uri"),
+    ("tracking_uri=databricks", "tracking_uri"),
+    ("hydra.callbacks.lrlab=null", "hydra.callbacks.lrlab"),  # the callback that keeps the record stays
+    ("~hydra.callbacks.lrlab", "hydra.callbacks.lrlab"),
+    ("--config-name nosuch", "config-name"),
+    ("lr=0.1,", "lr"),
+    ("-m seed=range(0,100000000)", "seed"),  # too many jobs to plan
     ("-m lr=choice()", "lr"),
     ("-m lr=0.1,-1", "lr"),  # one bad job refuses the whole sweep before any run
     ("-m lr=interval(0,1)", "lr"),  # the basic sweeper cannot run it
@@ -88,12 +99,14 @@ def test_bad_input_is_one_line_naming_the_key_and_leaves_no_run(
 ) -> None:
     (tmp_path / "corrupt.db").write_text("not a database")
     (tmp_path / "folder.db").mkdir()
+    os.mkfifo(tmp_path / "fifo.db")
     done = run_cli(*override.format(tmp=tmp_path).split())
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrlab: error: "), done.stderr
     assert key in lines[0] and "Traceback" not in done.stderr and "secret" not in done.stderr
     assert all_runs(client) == []
+    assert (tmp_path / "fifo.db").is_fifo() and Path("/proc/version").exists()
 
 
 def test_diverged_job_fails_alone_and_the_sweep_exits_0(run_cli: Cli, client: MlflowClient) -> None:
