@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from lrlab import interrupt
 from lrlab.config import CONF_DIR, register_configs
-from lrlab.errors import Abort, StoreUnreachable, UsageError, user_error_line
+from lrlab.errors import Abort, LrlabError, StoreUnreachable, UsageError, user_error_line
 from lrlab.names import redact, redact_uri
 from lrlab.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
 from lrlab.sweep import end_sweep
@@ -124,7 +124,8 @@ def main() -> None:
             print("lrlab: interrupted: the running run and its sweep end KILLED", file=sys.stderr)
             sys.exit(130)
         uri = _tracking_uri(sys.argv[1:])
-        if is_server(uri) and not server_answers(uri):  # whatever a launcher made of it: the server is gone
+        gone = not isinstance(error, LrlabError) and is_server(uri) and not server_answers(uri)
+        if gone:  # whatever a launcher made of it (a refused URI is a LrlabError, reported as it is)
             _end_sweep_after("FAILED", store_down=True)
             print(f"lrlab: error: {StoreUnreachable.about(redact_uri(uri))}", file=sys.stderr)
             sys.exit(StoreUnreachable.exit_code)

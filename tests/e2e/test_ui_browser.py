@@ -177,6 +177,7 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     context.set_default_timeout(UI_TIMEOUT_MS)
+    sync_api.expect.set_options(timeout=UI_TIMEOUT_MS)  # expect() keeps its own 5 s default otherwise
     page = context.new_page()
     try:
         yield page
