@@ -117,7 +117,7 @@ def test_concurrent_starts_on_a_new_store(tmp_path: Path, attempt: int) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(6)
+        for i in range(4)
     ]
     for process in processes:  # every one has imported lrlab and waits
         assert process.stdout is not None and process.stdout.readline() == "ready\n"
@@ -128,7 +128,7 @@ def test_concurrent_starts_on_a_new_store(tmp_path: Path, attempt: int) -> None:
     done = [(p.communicate(timeout=120), p.returncode) for p in processes]
     assert all(code == 0 for _, code in done), [err for (_, err), code in done if code]
     runs = assert_nothing_running_and_nothing_lost(uri, "".join(out for (out, _), _ in done))
-    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert not list(db.parent.glob(".*.creating"))  # no half-made store left behind
 
 
@@ -168,14 +168,14 @@ def test_a_kill_during_store_creation_leaves_no_store_or_a_whole_one(tmp_path: P
 @pytest.mark.parametrize("attempt", SOAK)
 def test_parallel_jobs_into_a_fresh_store_share_one_dataset(tmp_path: Path, attempt: int) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    lrs = ",".join(f"0.0{i}" for i in range(1, 9))
+    lrs = ",".join(f"0.0{i}" for i in range(1, 5))
     process = cli(tmp_path, uri, "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", f"lr={lrs}")
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "IntegrityError" not in err and "database is locked" not in err
     runs = assert_nothing_running_and_nothing_lost(uri, out)
     jobs = [r for r in runs if "lrlab.sweep" not in r.data.tags]
-    assert len(jobs) == 8 and {r.info.status for r in jobs} == {"FINISHED"}
+    assert len(jobs) == 4 and {r.info.status for r in jobs} == {"FINISHED"}
     digests = {i.dataset.digest for r in runs for i in r.inputs.dataset_inputs}
     assert len(digests) == 1  # one dataset, created once by the parent and linked by every job
 
