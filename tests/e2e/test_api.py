@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,8 +85,14 @@ def test_a_wheel_installed_elsewhere_runs_from_any_folder(tmp_path: Path) -> Non
     wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    # Built from a copy, so that setuptools' build/ folder lands under tmp_path, not in the checkout.
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(
+        ".*", "build", "dist", "*.egg-info", "*.db*", "mlflow-artifacts", "multirun", "outputs"
+    )
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
     built = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
