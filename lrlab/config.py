@@ -8,6 +8,7 @@ line. Nothing here imports MLflow.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from copy import deepcopy
@@ -316,6 +317,7 @@ def _field_keys(schema: Any, prefix: str = "") -> set[str]:
     return keys
 
 
+@functools.cache  # the option files do not change while lrlab runs; every job's validation asks
 def option_name(group: str, option: str) -> str | None:
     """The ``name`` that the option file ``conf/<group>/<option>.yaml`` sets, if it sets one."""
     path = CONF_DIR / group / f"{option}.yaml"

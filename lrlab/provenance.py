@@ -5,6 +5,7 @@ Pure: no MLflow here, only the names of the tags that MLflow's UI reads.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import json
@@ -58,6 +59,7 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+@functools.cache
 def code_digest() -> str:
     """A digest of lrlab's own source (every .py file of the package): the code that computed a run."""
     digest = hashlib.sha256()
@@ -85,6 +87,11 @@ def _source_name() -> str:
 def code_tags() -> dict[str, str]:
     """The code that ran: lrlab's version and source digest, its git commit and whether the tree was dirty,
     and MLflow's standard source, version and user tags (the UI's Source, Version and User columns)."""
+    return dict(_code_tags())  # a copy: callers add to it
+
+
+@functools.cache  # one process runs one checkout: ask git once, not once per job
+def _code_tags() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD") if (REPO_ROOT / ".git").exists() else None
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     tags = {

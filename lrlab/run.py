@@ -63,7 +63,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
 
 
-def _refuse_null_groups(argv: list[str]) -> None:
+def _refuse_before_hydra(argv: list[str]) -> None:
     """``experiment=null`` and the like: Hydra fails on them with a ValueError that names no key. And the
     callback that validates every job and keeps the sweep's record cannot be removed or replaced."""
     for argument in argv:
@@ -103,7 +103,7 @@ def main() -> None:
     bound_http_retries()
     try:
         try:
-            _refuse_null_groups(sys.argv[1:])
+            _refuse_before_hydra(sys.argv[1:])
             hydra_main()
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__

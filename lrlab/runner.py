@@ -50,7 +50,6 @@ def print_epoch(result: EpochResult) -> None:
 
 def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> JobResult:
     """One job: a tracked run of the pipeline."""
-    global _store_down
     hydra_cfg = HydraConfig.get()
     choices = dict(hydra_cfg.runtime.choices)
     cfg = to_config(dcfg, choices)
@@ -67,11 +66,20 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
         return _tracked_job(dcfg, cfg, choices, uri, run_name, extra_tags)
     except JobFailed:
         raise
-    except Exception:
-        if is_server(uri) and not server_answers(uri):
-            _store_down = StoreUnreachable.about(redact_uri(uri))
-            raise StoreUnreachable(_store_down) from None
+    except Exception:  # before the run existed (the store, the experiment): a dead server, or a bug
+        down = _unreachable(uri)
+        if down:
+            raise down from None
         raise
+
+
+def _unreachable(uri: str) -> StoreUnreachable | None:
+    """The error to raise if ``uri`` is a tracking server that no longer answers; later jobs then fail fast."""
+    global _store_down
+    if not (is_server(uri) and not server_answers(uri)):
+        return None
+    _store_down = StoreUnreachable.about(redact_uri(uri))
+    return StoreUnreachable(_store_down)
 
 
 def _tracked_job(
@@ -151,9 +159,10 @@ def _tracked_job(
         status = FINISHED
         return JobResult(tracker.run_id, FINISHED, result.history[-1].train_loss, result)
     except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
-        if is_server(uri) and not server_answers(uri):
+        down = _unreachable(uri)
+        if down:
             status = ""  # the store is gone: nothing more can be written
-            raise
+            raise down from None
         status = FAILED
         what = redact(f"{type(error).__name__}: {error}")
         with contextlib.suppress(Exception):  # recording the error must not replace it (e.g. no artifact store)

@@ -108,10 +108,6 @@ def shared_params(params: list[dict[str, Any]]) -> dict[str, Any]:
 class LrlabCallback(Callback):
     """Registered in conf/config.yaml under ``hydra.callbacks``."""
 
-    def __init__(self) -> None:
-        self.plan: SweepPlan | None = None
-        self.planned: dict[str, str] = {}  # config hash -> run name, for every planned job
-
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             to_config(config, dict(config.hydra.runtime.choices))  # refuse bad input before the run exists
@@ -134,23 +130,20 @@ class LrlabCallback(Callback):
     def _start_sweep(self, config: DictConfig) -> None:
         from lrlab.tracking import Tracker, dataset_input
 
-        self.plan = plan_sweep(config)
-        os.environ[SWEEP_KEYS_ENV] = ",".join(self.plan.keys if self.plan else [])
-        self.planned = {}
+        plan = plan_sweep(config)  # every job has at least one value of each key: never empty
+        os.environ[SWEEP_KEYS_ENV] = ",".join(plan.keys if plan else [])
+        planned: dict[str, str] = {}  # config hash -> run name, for every planned job
         jobs: list[tuple[Config, dict[str, Any]]] = []
-        if self.plan is not None:
-            if not self.plan.jobs:
-                raise UsageError("the sweep has no jobs: a sweep list is empty")
-            for overrides in self.plan.jobs:
-                job = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-                choices = dict(job.hydra.runtime.choices)
-                cfg = to_config(job, choices)
-                jobs.append((cfg, run_params(job_config(job), choices)))
-                self.planned[config_hash(cfg)] = job_run_name(overrides)
+        for overrides in plan.jobs if plan else []:
+            job = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            choices = dict(job.hydra.runtime.choices)
+            cfg = to_config(job, choices)
+            jobs.append((cfg, run_params(job_config(job), choices)))
+            planned[config_hash(cfg)] = job_run_name(overrides)
         cfg = to_config(config, dict(config.hydra.runtime.choices))
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_store(uri)
-        swept = " ".join(self.plan.swept) if self.plan else redact(" ".join(config.hydra.overrides.task))
+        swept = " ".join(plan.swept) if plan else redact(" ".join(config.hydra.overrides.task))
         tags = {
             "lrlab.sweep": "true",
             "lrlab.overrides": redact(" ".join(config.hydra.overrides.task)),
@@ -159,11 +152,11 @@ class LrlabCallback(Callback):
         }
         parent = Tracker.start(uri, cfg.experiment_name, run_name=f"sweep {swept}".strip(), tags=tags)
         global _active
-        _active = _Sweep(parent, self.plan.keys if self.plan else [], self.planned)
+        _active = _Sweep(parent, plan.keys if plan else [], planned)
         print(f"sweep: parent run {parent.run_id} in experiment {cfg.experiment_name!r}", flush=True)
         end_orphans(parent.client, parent.experiment_id, cfg.orphan_timeout)
         parent.log_params(shared_params([params for _, params in jobs]))
-        inputs = {dataset_input(job).dataset.digest: dataset_input(job) for job, _ in jobs}
+        inputs = {i.dataset.digest: i for i in (dataset_input(job) for job, _ in jobs)}
         if inputs:
             parent.log_inputs(list(inputs.values()))  # created once, here, before parallel jobs link them
         os.environ[PARENT_ENV] = parent.run_id
