@@ -15,9 +15,11 @@ STUDIES := $(basename $(notdir $(wildcard experiments/*.yaml)))
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-22s %s\n", $$1, $$2}'
 
+# --no-compile: Python compiles each module on its first import instead of pip compiling all of them up
+# front (torch, mlflow...): this halves a cold install.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock -e '.[dev]'
 	touch $@
 
 install: $(STAMP) ## create .venv and install lrlab with its dev tools, every version pinned

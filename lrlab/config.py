@@ -223,6 +223,9 @@ class Config:
     # A RUNNING run of another host whose heartbeat is older than this (seconds) is ended KILLED as an
     # orphan; runs of this host are ended as soon as their process is gone (see lrlab/orphans.py).
     orphan_timeout: float = 900.0
+    # true: each run also logs loss_curves.png. Off by default: the MLflow UI draws the same curves from
+    # the metric histories, and the figure costs a run about 2 s (matplotlib). A sweep draws comparison.png.
+    plot_curves: bool = False
 
     def __post_init__(self) -> None:
         _require(_is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
@@ -272,14 +275,14 @@ class Config:
     def identity(self) -> dict[str, Any]:
         """What determines the numbers, typed and resolved: the input of ``lrlab.config_hash``.
 
-        Left out: where the run is recorded and kept (``experiment_name``, ``tracking_uri``, ``rerun``,
-        ``orphan_timeout``), labels
+        Left out: where and how the run is recorded and kept (``experiment_name``, ``tracking_uri``,
+        ``rerun``, ``orphan_timeout``, ``plot_curves``), labels
         (``dataset.name``) and settings the chosen optimizer ignores. Seeds appear as the three streams
         they give, and ``device`` as the device it resolved to, so that two spellings of one computation
         (``optimizer=momentum`` and ``optimizer=sgd optimizer.momentum=0.9``) have one identity.
         """
         tree = _plain(asdict(self))
-        where = ("experiment_name", "tracking_uri", "rerun", "orphan_timeout")
+        where = ("experiment_name", "tracking_uri", "rerun", "orphan_timeout", "plot_curves")
         for key in (*where, "seed", "data_seed", "init_seed", "shuffle_seed"):
             tree.pop(key)
         tree["streams"] = {stream: self.stream_seed(stream) for stream in ("data", "init", "shuffle")}

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lrlab import interrupt, report
+from lrlab import interrupt
 from lrlab.config import Config, job_config, to_config
 from lrlab.errors import JobFailed, StoreUnreachable
 from lrlab.names import PARENT_ENV, job_run_name, redact, redact_uri
@@ -180,6 +180,10 @@ def _tracked_job(
 
 
 def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> None:
+    if not cfg.plot_curves:
+        return
+    from lrlab import report  # matplotlib: imported only by runs that draw
+
     curves = {key: [(r.epoch, getattr(r, key)) for r in history] for key in METRICS}
     figure = report.loss_curves(curves, f"lr={cfg.lr} batch_size={cfg.batch_size}")
     tracker.log_figure(figure, "loss_curves.png")

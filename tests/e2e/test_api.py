@@ -68,7 +68,7 @@ def test_the_api_records_what_the_cli_records(tmp_path: Path, tracking_uri: str)
         m.value for m in sorted(client.get_metric_history(answer["run_id"], "train_loss"), key=lambda m: m.step)
     ]
     artifacts = [{a.path for a in client.list_artifacts(r.info.run_id)} for r in (from_api, from_cli)]
-    assert artifacts[0] == artifacts[1] == {"config.yaml", "loss_curves.png", "params.json"}
+    assert artifacts[0] == artifacts[1] == {"config.yaml", "params.json"}
 
 
 def test_bad_input_from_python_is_one_clear_error() -> None:

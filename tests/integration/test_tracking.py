@@ -36,7 +36,7 @@ def run_in_process(compose_cfg: Callable[..., DictConfig], tracking_uri: str) ->
 
 
 def test_params_metrics_artifacts_and_status(run_in_process: Callable[..., str], client: MlflowClient) -> None:
-    run_id = run_in_process("num_epochs=4")
+    run_id = run_in_process("num_epochs=4", "plot_curves=true")
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
