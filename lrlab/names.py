@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs (see lrlab/sweep.py)
 SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
+GROUPS_ENV = "LRLAB_GROUP_RUNS"  # a sweep over seeds: JSON {group name: group run id}, for its jobs
+REPLICATE_KEY = "seed"  # a sweep that varies it runs each configuration once per seed: replicates
 # Where a run is recorded or how it is launched says nothing of what it computes: not part of its name.
 NOT_IN_NAMES = ("tracking_uri", "experiment_name", "rerun", "orphan_timeout", "hydra.")
 MAX_NAME = 250  # MLflow's limit for keys and for the run-name column
@@ -61,9 +63,25 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def job_run_name(task_overrides: list[str]) -> str:
     """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
-    keys = [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
-    named = [o for o in task_overrides if not keys or o.split("=", 1)[0].lstrip("+~") in keys]
-    named = [o for o in named if not o.split("=", 1)[0].lstrip("+~").startswith(NOT_IN_NAMES)]
+    keys = sweep_keys()
+    named = [o for o in task_overrides if not keys or _key(o) in keys]
+    named = [o for o in named if not _key(o).startswith(NOT_IN_NAMES)]
+    return redact(" ".join(named)) or "defaults"
+
+
+def sweep_keys() -> list[str]:
+    """The keys the sweep in progress varies (empty outside a sweep)."""
+    return [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
+
+
+def group_name(job_overrides: list[str], keys: list[str]) -> str:
+    """The group of a sweep's job over seeds: what the sweep varies apart from the seed (``lr=0.03``)."""
+    named = [o for o in job_overrides if _key(o) in keys and _key(o) != REPLICATE_KEY]
+    named = [o for o in named if not _key(o).startswith(NOT_IN_NAMES)]
     return redact(" ".join(named)) or "defaults"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -53,6 +55,59 @@ def sweep_overlay(curves: Mapping[str, Sequence[tuple[int, float]]], title: str)
         ax.plot([s for s, _ in points], _positive([v for _, v in points]), marker="o", label=name)
     ax.set(xlabel="epoch", ylabel="train_loss (log scale)", title=title)
     _log_y(ax, [v for points in curves.values() for _, v in points])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def group_overlay(bands: Mapping[str, Mapping[int, Mapping[str, float]]], title: str) -> Figure:
+    """Each group's mean train_loss against epoch, with its 95% interval over the seeds as a shaded band."""
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    values: list[float] = []
+    for name, by_step in bands.items():
+        steps = sorted(by_step)
+        mean = _positive([by_step[s]["mean"] for s in steps])
+        line = ax.plot(steps, mean, marker="o", label=name)[0]
+        low = [by_step[s]["low"] for s in steps]
+        high = [by_step[s]["high"] for s in steps]
+        if all(math.isfinite(v) for v in low + high):  # one seed has no interval
+            floor = min([v for v in mean if plottable(v)] or [1.0]) * 1e-3  # a band reaching 0 stops on a log axis
+            ax.fill_between(steps, [max(v, floor) for v in low], high, color=line.get_color(), alpha=0.2)
+        values += [by_step[s]["mean"] for s in steps]
+    ax.set(xlabel="epoch", ylabel="train_loss (log scale)", title=f"{title}\nmean over seeds, band: 95% t interval")
+    _log_y(ax, values)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def versus_bands(
+    xs: Sequence[float],
+    ys: Mapping[str, Sequence[Any]],
+    xlabel: str,
+    title: str,
+    vlines: Mapping[str, float] | None = None,
+) -> Figure:
+    """Group means of final metrics against a swept key, log-log, with their 95% intervals as error bars.
+
+    ``ys`` maps a label to one ``lrlab.replicates.Spread`` per x."""
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    values: list[float] = []
+    for label, spreads in ys.items():
+        mean = [s.mean for s in spreads]
+        below = [s.mean - s.low if math.isfinite(s.low) else 0.0 for s in spreads]
+        above = [s.high - s.mean if math.isfinite(s.high) else 0.0 for s in spreads]
+        below = [min(b, 0.999 * m) for b, m in zip(below, mean, strict=True)]  # stays above 0 on a log axis
+        ax.errorbar(xs, _positive(mean), yerr=[below, above], marker="o", capsize=3, label=label)
+        values += mean
+    for label, x in (vlines or {}).items():
+        ax.axvline(x, linestyle=":", color="red", label=f"{label} = {x:.3g}")
+    ax.set(xlabel=f"{xlabel} (log scale)", ylabel="final value (log scale)", xscale="log", title=title)
+    _log_y(ax, values)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -27,6 +27,7 @@ from lrlab.provenance import GROUPS
 from lrlab.run import quiet_libraries
 from lrlab.runner import run_job
 from lrlab.store import bound_http_retries, resolve_tracking_uri
+from lrlab.tracking import sweep_jobs
 
 TIMINGS = {"samples_per_second", "train_seconds"}  # wall-clock, never reproducible
 CROSS_DEVICE_RTOL = 1e-4
@@ -114,13 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if run.data.tags.get("lrlab.sweep") != "true":
         return 0 if check(client, args.run_id, tracking_uri) else 1
-    jobs = client.search_runs(
-        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{args.run_id}'", max_results=10000
-    )
+    jobs = sweep_jobs(client, run.info.experiment_id, args.run_id)
     if not jobs:
         print(f"lrlab: error: run_id={args.run_id!r} is a sweep with no jobs to reproduce", file=sys.stderr)
         return 2
-    jobs.sort(key=lambda r: int(r.data.tags.get("lrlab.job_num", "0")))
     print(f"{args.run_id} is a sweep: reproducing its {len(jobs)} job(s)")
     matched = [check(client, job.info.run_id, tracking_uri) for job in jobs]
     print(f"{sum(matched)} of {len(jobs)} job(s) reproduced")

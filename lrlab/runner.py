@@ -7,6 +7,7 @@ Entry points (``lrlab.run``, ``lrlab.reproduce``) call ``run_job``; it calls the
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 from lrlab import interrupt
 from lrlab.config import Config, job_config, to_config
 from lrlab.errors import JobFailed, StoreUnreachable
-from lrlab.names import PARENT_ENV, job_run_name, redact, redact_uri
+from lrlab.names import GROUPS_ENV, PARENT_ENV, group_name, job_run_name, redact, redact_uri, sweep_keys
 from lrlab.orphans import end_orphans
 from lrlab.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
 from lrlab.provenance import code_tags, config_hash, config_yaml, environment_tags, run_params
@@ -97,6 +98,9 @@ def _tracked_job(
     identity = config_hash(cfg)
     name = run_name or job_run_name(overrides)
     parent_id = os.environ.get(PARENT_ENV)
+    groups = json.loads(os.environ.get(GROUPS_ENV, "{}"))  # a sweep over seeds: a job's parent is its group
+    if parent_id and groups:
+        parent_id = groups.get(group_name(overrides, sweep_keys()), parent_id)
     provenance = code_tags()
     if parent_id is None or not cfg.rerun:
         client = open_client(uri)

@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hydra import compose
@@ -28,12 +29,13 @@ from omegaconf import DictConfig
 from lrlab import interrupt
 from lrlab.config import Config, job_config, to_config
 from lrlab.errors import Abort, JobFailed, UsageError
-from lrlab.names import PARENT_ENV, SWEEP_KEYS_ENV, job_run_name, redact
+from lrlab.names import GROUPS_ENV, PARENT_ENV, REPLICATE_KEY, SWEEP_KEYS_ENV, group_name, job_run_name, redact
 from lrlab.orphans import ORPHANED, end_orphans
 from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.store import check_store, resolve_tracking_uri
 
 if TYPE_CHECKING:
+    from lrlab.groups import Group
     from lrlab.tracking import Tracker
 
 # The parent run's side (MLflow, figures) is imported when a sweep starts: validating a single run's
@@ -128,11 +130,14 @@ class LrlabCallback(Callback):
             raise Abort(error) from error
 
     def _start_sweep(self, config: DictConfig) -> None:
+        from lrlab.groups import plan_groups, start_groups
         from lrlab.tracking import Tracker, dataset_input
 
         plan = plan_sweep(config)  # every job has at least one value of each key: never empty
         os.environ[SWEEP_KEYS_ENV] = ",".join(plan.keys if plan else [])
         planned: dict[str, str] = {}  # config hash -> run name, for every planned job
+        replicated = plan is not None and REPLICATE_KEY in plan.keys  # seeds are replicates: jobs in groups
+        group_of: dict[str, str] = {}  # config hash -> group name, in a sweep over seeds
         jobs: list[tuple[Config, dict[str, Any]]] = []
         for overrides in plan.jobs if plan else []:
             job = compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -140,6 +145,8 @@ class LrlabCallback(Callback):
             cfg = to_config(job, choices)
             jobs.append((cfg, run_params(job_config(job), choices)))
             planned[config_hash(cfg)] = job_run_name(overrides)
+            if replicated:
+                group_of[config_hash(cfg)] = group_name(overrides, plan.keys if plan else [])
         cfg = to_config(config, dict(config.hydra.runtime.choices))
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_store(uri)
@@ -152,13 +159,19 @@ class LrlabCallback(Callback):
         }
         parent = Tracker.start(uri, cfg.experiment_name, run_name=f"sweep {swept}".strip(), tags=tags)
         global _active
-        _active = _Sweep(parent, plan.keys if plan else [], planned)
+        _active = _Sweep(parent, plan.keys if plan else [], planned, group_of)
         print(f"sweep: parent run {parent.run_id} in experiment {cfg.experiment_name!r}", flush=True)
         end_orphans(parent.client, parent.experiment_id, cfg.orphan_timeout)
         parent.log_params(shared_params([params for _, params in jobs]))
         inputs = {i.dataset.digest: i for i in (dataset_input(job) for job, _ in jobs)}
         if inputs:
             parent.log_inputs(list(inputs.values()))  # created once, here, before parallel jobs link them
+        if replicated and plan:
+            counts = plan_groups(plan.jobs, plan.keys)
+            group_tags = {"lrlab.overrides": tags["lrlab.overrides"], **code_tags()}
+            start_groups(_active.groups, parent, uri, cfg.experiment_name, counts, group_tags)
+            print(f"sweep: {len(counts)} group(s) of seed replicates: {', '.join(counts)}", flush=True)
+            os.environ[GROUPS_ENV] = json.dumps({name: g.tracker.run_id for name, g in _active.groups.items()})
         os.environ[PARENT_ENV] = parent.run_id
 
 
@@ -166,7 +179,9 @@ class LrlabCallback(Callback):
 class _Sweep:
     parent: Tracker
     keys: list[str]
-    planned: dict[str, str]
+    planned: dict[str, str]  # config hash -> job name
+    group_of: dict[str, str]  # config hash -> group name (a sweep over seeds)
+    groups: dict[str, Group] = field(default_factory=dict)  # name -> group run, in the sweep's order
 
 
 _active: _Sweep | None = None  # the sweep in progress in this process, so that main can end it on any path
@@ -186,13 +201,13 @@ def end_sweep(status: str | None = None) -> None:
     from lrlab.tracking import FAILED, FINISHED, KILLED
 
     sweep, _active = _active, None
-    os.environ.pop(PARENT_ENV, None)
-    os.environ.pop(SWEEP_KEYS_ENV, None)
+    for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
+        os.environ.pop(name, None)
     final = status or FAILED  # if the summary raises
     failed: list[str] = []
     try:
         if status is None:
-            failed = summarise(sweep.parent, sweep.keys, sweep.planned)
+            failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups, sweep.group_of)
             final = FAILED if failed else FINISHED
     finally:
         if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted
@@ -200,7 +215,11 @@ def end_sweep(status: str | None = None) -> None:
         try:
             _end_running_children(sweep.parent)
         finally:
-            sweep.parent.end(final)
+            try:
+                for group in sweep.groups.values():  # those the summary did not end: as the sweep ends
+                    group.end(final)
+            finally:
+                sweep.parent.end(final)
     if status is None and interrupt.stop_requested():
         raise KeyboardInterrupt(interrupt.stop_requested())
     if failed:
@@ -208,10 +227,9 @@ def end_sweep(status: str | None = None) -> None:
 
 
 def _end_running_children(parent: Tracker) -> None:
-    from lrlab.summary import children
-    from lrlab.tracking import KILLED, RUNNING
+    from lrlab.tracking import KILLED, RUNNING, sweep_jobs
 
-    for run in children(parent):
+    for run in sweep_jobs(parent.client, parent.experiment_id, parent.run_id):
         if run.info.status == RUNNING:
             parent.client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")
             parent.client.set_terminated(run.info.run_id, status=KILLED)

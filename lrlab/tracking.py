@@ -61,6 +61,23 @@ def finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> 
     return found[0] if found else None
 
 
+def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The runs nested directly under ``parent_id``."""
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    return list(client.search_runs([experiment_id], query, max_results=10000))
+
+
+def sweep_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """A sweep's job runs in job order: its children, or in a sweep over seeds its groups' children."""
+    jobs = []
+    for run in child_runs(client, experiment_id, parent_id):
+        if run.data.tags.get("lrlab.group") == "true":
+            jobs += child_runs(client, experiment_id, run.info.run_id)
+        else:
+            jobs.append(run)
+    return sorted(jobs, key=lambda r: int(r.data.tags.get("lrlab.job_num", "0")))
+
+
 class Tracker:
     """One MLflow run. Metrics are buffered and written with ``log_batch``; ``end`` flushes first."""
 

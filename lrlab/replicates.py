@@ -1,0 +1,83 @@
+"""Seeds as replicates: the statistics of one configuration run under several seeds. No MLflow here.
+
+- Per epoch: the mean and the sample standard deviation (ddof=1) of each metric across the seeds.
+- Final metrics: a 95% **t interval** for the mean, mean ± t(0.975, n−1)·s/√n. It assumes the seeds'
+  final values are roughly normal; with n = 5 it is wide, as it should be.
+- A slope through group means (the sample-size study): a **bootstrap** interval. Each resample draws, within
+  every group, as many seeds as it has, with replacement, and refits the log-log line through the resampled
+  means; the interval is the 2.5 and 97.5 percentiles. Seeded, so the same runs give the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation and 95% t interval of n replicate values (std and interval NaN for n < 2)."""
+
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+
+    def text(self, digits: int = 3) -> str:
+        """``mean ± std [low, high]`` for a table."""
+        if self.n == 0:
+            return "–"
+        if self.n == 1:
+            return f"{self.mean:.{digits}g} (n=1)"
+        return f"{self.mean:.{digits}g} ± {self.std:.2g} [{self.low:.{digits}g}, {self.high:.{digits}g}]"
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """The t interval of the mean of ``values``."""
+    n = len(values)
+    if n == 0:
+        return Spread(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(np.mean(values))
+    if n == 1:
+        return Spread(1, mean, math.nan, math.nan, math.nan)
+    std = float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * std / math.sqrt(n)
+    return Spread(n, mean, std, mean - half, mean + half)
+
+
+def per_epoch(histories: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+    """Mean and sample std (NaN for one replicate) at each epoch, over replicates of equal length."""
+    values = np.asarray(histories, dtype=np.float64)  # (replicates, epochs)
+    mean = values.mean(axis=0)
+    std = values.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1], np.nan)
+    return mean.tolist(), std.tolist()
+
+
+def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The least-squares slope of log y against log x."""
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def slope_interval(xs: Sequence[float], groups: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """The log-log slope through the group means and its bootstrap 95% interval (see the module docstring)."""
+    slope = fit_slope(xs, [float(np.mean(g)) for g in groups])
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = np.stack(  # (resamples, groups): each group's seeds drawn again, with replacement
+        [rng.choice(np.asarray(g, dtype=np.float64), size=(BOOTSTRAP_RESAMPLES, len(g))).mean(axis=1) for g in groups],
+        axis=1,
+    )
+    x = np.log(np.asarray(xs, dtype=np.float64))
+    y = np.log(means)
+    x_centred = x - x.mean()
+    slopes = ((y - y.mean(axis=1, keepdims=True)) @ x_centred) / (x_centred @ x_centred)
+    low, high = np.percentile(slopes, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return slope, float(low), float(high)
