@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlflow.entities import Run
 
 from lrlab.names import group_name
 from lrlab.replicates import Spread, per_epoch, spread
-from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker
+from lrlab.tracking import FAILED, FINISHED, GROUP_TAG, KILLED, Tracker
 
 METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
-GROUP_TAG = "lrlab.group"
 
 
 def plan_groups(jobs: list[list[str]], keys: list[str]) -> dict[str, int]:
@@ -87,14 +87,17 @@ def start_groups(
     uri: str,
     experiment_name: str,
     planned: dict[str, int],
+    params: dict[str, dict[str, Any]],
     tags: dict[str, str],
 ) -> None:
     """Create one group run per configuration, nested under the sweep's parent, into ``groups`` as they start
-    (so that whatever ends the sweep also ends those that exist if one of them fails to start)."""
+    (so that whatever ends the sweep also ends those that exist if one of them fails to start). A group's
+    params are those its seeds share: the configuration, without the seed."""
     for name, count in planned.items():
         group_tags = {**tags, GROUP_TAG: "true", "lrlab.replicates_planned": str(count)}
         tracker = Tracker.start(uri, experiment_name, run_name=name, tags=group_tags, parent_run_id=parent.run_id)
         groups[name] = Group(name, tracker, count)
+        tracker.log_params(params.get(name, {}))
 
 
 def aggregate(group: Group) -> dict[int, dict[str, float]]:

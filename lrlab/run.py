@@ -77,6 +77,22 @@ def _refuse_before_hydra(argv: list[str]) -> None:
             raise UsageError(f"{group}: lrlab's callback validates every job and keeps the sweep's record; it stays")
 
 
+def expand_replicates(argv: list[str]) -> list[str]:
+    """``replicates=N``: shorthand for a sweep over ``seed=range(0,N)``, whose seeds are then grouped as
+    replicates of each configuration (lrlab/groups.py). It turns the command into a sweep (``-m``)."""
+    given = [a for a in argv if a.partition("=")[0] == "replicates"]
+    if not given:
+        return argv
+    value = given[-1].partition("=")[2]
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"replicates={value} is not allowed: replicates must be a whole number of seeds >= 1")
+    if [a for a in argv if a.partition("=")[0].lstrip("+~") == "seed"]:
+        raise UsageError("replicates: give the seeds either as replicates=N or as seed=..., not both")
+    rest = [a for a in argv if a.partition("=")[0] != "replicates"]
+    multirun = [] if {"-m", "--multirun"} & set(rest) else ["-m"]
+    return [*multirun, *rest, f"seed=range(0,{int(value)})"]
+
+
 def _tracking_uri(argv: list[str]) -> str:
     """The tracking URI the command line asked for, as the runs resolve it."""
     given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("tracking_uri=")]
@@ -104,6 +120,7 @@ def main() -> None:
     try:
         try:
             _refuse_before_hydra(sys.argv[1:])
+            sys.argv[1:] = expand_replicates(sys.argv[1:])
             hydra_main()
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__

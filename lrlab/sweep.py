@@ -168,8 +168,12 @@ class LrlabCallback(Callback):
             parent.log_inputs(list(inputs.values()))  # created once, here, before parallel jobs link them
         if replicated and plan:
             counts = plan_groups(plan.jobs, plan.keys)
+            members: dict[str, list[dict[str, Any]]] = {name: [] for name in counts}
+            for job_cfg, params in jobs:
+                members[group_of[config_hash(job_cfg)]].append(params)
+            params_of = {name: shared_params(p) for name, p in members.items()}  # what its seeds share
             group_tags = {"lrlab.overrides": tags["lrlab.overrides"], **code_tags()}
-            start_groups(_active.groups, parent, uri, cfg.experiment_name, counts, group_tags)
+            start_groups(_active.groups, parent, uri, cfg.experiment_name, counts, params_of, group_tags)
             print(f"sweep: {len(counts)} group(s) of seed replicates: {', '.join(counts)}", flush=True)
             os.environ[GROUPS_ENV] = json.dumps({name: g.tracker.run_id for name, g in _active.groups.items()})
         os.environ[PARENT_ENV] = parent.run_id

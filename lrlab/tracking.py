@@ -61,6 +61,9 @@ def finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> 
     return found[0] if found else None
 
 
+GROUP_TAG = "lrlab.group"  # a group run of a sweep over seeds (lrlab/groups.py)
+
+
 def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """The runs nested directly under ``parent_id``."""
     query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
@@ -71,7 +74,7 @@ def sweep_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> list
     """A sweep's job runs in job order: its children, or in a sweep over seeds its groups' children."""
     jobs = []
     for run in child_runs(client, experiment_id, parent_id):
-        if run.data.tags.get("lrlab.group") == "true":
+        if run.data.tags.get(GROUP_TAG) == "true":
             jobs += child_runs(client, experiment_id, run.info.run_id)
         else:
             jobs.append(run)

@@ -9,6 +9,8 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from lrlab.compare import compare
+
 pytestmark = pytest.mark.e2e
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -60,6 +62,11 @@ def test_canonical_sweep_gives_three_finished_children_of_one_parent(run_cli: Cl
     shared = parent.data.params
     assert shared["batch_size"] == "10" and shared["model"] == "scratch" and "lr" not in shared
     assert [i.dataset.name for i in parent.inputs.dataset_inputs] == ["synthetic"]
+    # lrlab.compare: one row per job, only the params that vary (lr), sorted by a metric.
+    table = compare(parent.info.run_id, client.tracking_uri, sort="train_loss")
+    assert list(table.columns[:2]) == ["run", "lr"] and "batch_size" not in table.columns
+    assert list(table["train_loss"]) == sorted(table["train_loss"]) and list(table["run"])[-1] == "lr=0.01"
+    assert list(table["run_id"]) == [children[name].info.run_id for name in table["run"]]
 
 
 def test_section_3_3_variant_reaches_sigma_squared(run_cli: Cli, client: MlflowClient) -> None:

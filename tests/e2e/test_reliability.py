@@ -90,6 +90,9 @@ BAD_INPUT = [
     ("-m model=glob(nosuch*)", "model"),
     ("-m lr=range(1,1)", "lr"),
     ("-m launcher=joblib hydra.launcher.n_jobs=1,abc", "hydra.launcher.n_jobs"),
+    ("replicates=0", "replicates"),
+    ("replicates=two", "replicates"),
+    ("replicates=3 seed=1", "replicates"),  # seeds given twice
 ]
 
 
@@ -145,7 +148,8 @@ def test_crashed_job_fails_with_its_error_the_rest_run_and_the_sweep_exits_1(
 def test_interrupt_ends_the_run_killed(
     tmp_path: Path, tracking_uri: str, signum: int, sweep: bool, attempt: int
 ) -> None:
-    args = ["-m", "lr=0.03,0.01"] if sweep else []
+    # The SIGINT sweep varies seeds too, so its jobs run under group runs (sweep -> group -> seed run).
+    args = (["-m", "lr=0.03,0.01"] + (["seed=0,1"] if signum == signal.SIGINT else [])) if sweep else []
     process = cli(tmp_path, tracking_uri, *args, "num_epochs=100000", "dataset.num_examples=200")
     assert process.stdout is not None
     for line in process.stdout:  # wait until training is under way
@@ -156,8 +160,12 @@ def test_interrupt_ends_the_run_killed(
     assert process.returncode == 130
     runs = all_runs(MlflowClient(tracking_uri))
     assert runs and all(r.info.status == "KILLED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
-    job = next(r for r in runs if "lrlab.sweep" not in r.data.tags)
+    job = next(r for r in runs if "lrlab.sweep" not in r.data.tags and "lrlab.group" not in r.data.tags)
     assert len(MlflowClient(tracking_uri).get_metric_history(job.info.run_id, "train_loss")) >= 5
+    if sweep and signum == signal.SIGINT:
+        groups = {r.info.run_name: r for r in runs if r.data.tags.get("lrlab.group") == "true"}
+        assert sorted(groups) == ["lr=0.01", "lr=0.03"]  # created before the first job; KILLED with it
+        assert job.data.tags["mlflow.parentRunId"] == groups["lr=0.03"].info.run_id
 
 
 def test_a_down_server_fails_fast_with_one_line(run_cli: Cli) -> None:
