@@ -258,9 +258,8 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
         return
     lrs = [float(_shared_param(g.members, "lr")) for g in groups]
     fractions = [len(g.diverged) / max(1, len(g.members)) for g in groups]
-    critical = next(
-        (r.data.metrics["lr_critical"] for g in groups for r in g.members if "lr_critical" in r.data.metrics), math.nan
-    )
+    criticals = [r.data.metrics["lr_critical"] for g in groups for r in g.members if "lr_critical" in r.data.metrics]
+    critical = float(np.median(criticals)) if criticals else math.nan  # each seed draws its own data
     onset = next((lr for lr, f in zip(lrs, fractions, strict=True) if f > 0), None)
     stable = [lr for lr, f in zip(lrs, fractions, strict=True) if f == 0]
     metrics = {"lr_critical": critical}
@@ -272,7 +271,8 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
     parent.flush()
     counts = ", ".join(f"lr={lr:g}: {len(g.diverged)}/{len(g.members)}" for lr, g in zip(lrs, groups, strict=True))
     where = f"divergence begins at lr={onset:g}" if onset is not None else "no lr diverged"
-    print(f"{where} (lr_critical = {critical:.3g}); seeds diverged per lr: {counts}", flush=True)
+    across = f", {min(criticals):.3g}–{max(criticals):.3g} across seeds" if criticals else ""
+    print(f"{where} (lr_critical = {critical:.3g}{across}); seeds diverged per lr: {counts}", flush=True)
     finished = [(lr, g.final("train_loss")) for lr, g in zip(lrs, groups, strict=True) if g.finished]
     if len(finished) >= 2:
         figure = report.versus_bands(
@@ -280,6 +280,6 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
             {"train_loss": [s for _, s in finished]},
             "lr",
             "final train_loss against lr: mean and 95% interval over finished seeds",
-            vlines={"lr_critical": critical},
+            vlines={"lr_critical (median over seeds)": critical},
         )
         parent.log_figure(figure, "lr_vs_loss.png")
