@@ -5,11 +5,11 @@ The first compiled test in a process loads numba's cache of the kernel (or compi
 
 Tolerance of the compiled engine's history against the autograd engine's, per combination:
 
-| dataset              | model          | loss          | optimizer                  | reader    | tolerance      |
-|----------------------|----------------|---------------|----------------------------|-----------|----------------|
-| d = 2, n = 103       | scratch/linear | squared/mse   | sgd_scratch, sgd, momentum | all three | exact          |
-| d = 2, n = 103       | scratch/linear | squared/mse   | adam                       | all three | ROUND_OFF      |
-| d = 20, n = 203      | scratch/linear | squared/mse   | every optimizer            | permutation | ROUND_OFF   |
+| dataset         | model          | loss        | optimizer                  | reader      | tolerance |
+|-----------------|----------------|-------------|----------------------------|-------------|-----------|
+| d = 2, n = 103  | scratch/linear | squared/mse | sgd_scratch, sgd, momentum | all three   | exact     |
+| d = 2, n = 103  | scratch/linear | squared/mse | adam                       | all three   | ROUND_OFF |
+| d = 20, n = 203 | scratch/linear | squared/mse | every optimizer            | permutation | ROUND_OFF |
 
 Exact: the kernel does torch's arithmetic operation by operation (see ``lrlab/engines/compiled.py``).
 That holds where torch's CPU kernels sum these shapes in the order the kernel does: MKL's sgemm sums a
