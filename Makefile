@@ -9,7 +9,7 @@ JOBS ?= auto
 SOAK ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep test soak lint ui studies reproduce
+.PHONY: help install sweep test soak lint bench ui studies reproduce
 STUDIES := $(basename $(notdir $(wildcard experiments/*.yaml)))
 
 help: ## list the targets
@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check lrlab tests
 	$(VENV)/bin/ruff format --check lrlab tests
 	$(VENV)/bin/mypy
+
+bench: $(STAMP) ## samples/s of engine=compiled against engine=autograd, as ratios measured in the same run
+	$(PY) -m lrlab.bench
 
 ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)

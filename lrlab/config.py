@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
+from lrlab.engines import DEFAULT_ENGINE, ENGINES
 from lrlab.names import flatten
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ CONF_DIR = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else Path(__file__
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit
 # Groups whose option files each set the group's ``name``: a choice and its name must agree.
-NAMED_GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device")
+NAMED_GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "engine")
 
 
 class ConfigError(ValueError):
@@ -187,6 +188,18 @@ class DeviceConfig:
         return torch.device(self.name.value)
 
 
+@dataclass
+class EngineConfig:
+    """Step 7: what runs the training loop. ``autograd`` is the seed's loop (modules, ``backward()``, the
+    step-6 optimiser), on every device; ``compiled`` is the same update as a numba kernel, float32, CPU only.
+    The engines are listed in ``lrlab/engines/__init__.py``."""
+
+    name: str = DEFAULT_ENGINE
+
+    def __post_init__(self) -> None:
+        _require(self.name in ENGINES, "engine.name", f"one of {', '.join(ENGINES)}", self.name)
+
+
 def derive_seed(seed: int, stream: str) -> int:
     """An independent seed for one random stream (data, init, shuffle), derived from ``seed``."""
     digest = hashlib.sha256(f"lrlab:{seed}:{stream}".encode()).digest()
@@ -203,6 +216,7 @@ class Config:
     optimizer: OptimizerConfig = MISSING
     reader: ReaderConfig = MISSING
     device: DeviceConfig = MISSING
+    engine: EngineConfig = MISSING
 
     lr: float = 0.03
     batch_size: int = 10
@@ -260,6 +274,14 @@ class Config:
             "a finite number > 0",
             self.divergence_threshold,
         )
+        devices = ENGINES[self.engine.name].devices
+        _require(
+            self.device.name.value in devices,
+            "engine",
+            f"an engine that runs on device={self.device.name.value} "
+            f"({self.engine.name} runs on device={' or '.join(devices)} only)",
+            self.engine.name,
+        )
         _require(
             _is_number(self.orphan_timeout) and self.orphan_timeout > 0,
             "orphan_timeout",
@@ -279,7 +301,9 @@ class Config:
         ``rerun``, ``orphan_timeout``, ``plot_curves``), labels
         (``dataset.name``) and settings the chosen optimizer ignores. Seeds appear as the three streams
         they give, and ``device`` as the device it resolved to, so that two spellings of one computation
-        (``optimizer=momentum`` and ``optimizer=sgd optimizer.momentum=0.9``) have one identity.
+        (``optimizer=momentum`` and ``optimizer=sgd optimizer.momentum=0.9``) have one identity. The engine
+        counts only when it is not the default ``autograd``, the computation every run made before engines
+        existed, so that those runs keep their identity.
         """
         tree = _plain(asdict(self))
         where = ("experiment_name", "tracking_uri", "rerun", "orphan_timeout", "plot_curves")
@@ -292,6 +316,8 @@ class Config:
             tree["optimizer"].pop("momentum")
         if self.optimizer.name is not OptimizerName.adam:
             tree["optimizer"].pop("betas")
+        if self.engine.name == DEFAULT_ENGINE:
+            tree.pop("engine")
         return tree
 
 

@@ -1,19 +1,32 @@
 """Step 1 (生成数据集) and step 2 (读取数据集): the synthetic data and the minibatch readers.
 
 Every reader yields (X, y) minibatches of shape (B, d) and (B, 1), reshuffles each epoch, and visits
-every example exactly once per epoch; only the last minibatch may be shorter.
+every example exactly once per epoch; only the last minibatch may be shorter. A reader is called once per
+epoch for its minibatches, or asked for the epoch's ``order``: the indices of the examples in the order its
+minibatches would hold them (what an engine that gathers its own minibatches reads). Either call advances
+the reader's shuffle by one epoch, the same way.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from typing import Protocol, cast
 
 import torch
 from torch.utils import data
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
-Reader = Callable[[], Batches]  # one call = one epoch's minibatches
+
+
+class Reader(Protocol):
+    def __call__(self) -> Batches:
+        """One epoch's minibatches."""
+        ...
+
+    def order(self) -> torch.Tensor:
+        """One epoch's example indices (n,), int64, in the order ``__call__`` would yield them."""
+        ...
 
 
 def synthetic_data(
@@ -26,44 +39,68 @@ def synthetic_data(
     return features, labels.reshape((-1, 1))  # (n, d), (n, 1)
 
 
-def shuffled_index_reader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Reader:
+class ShuffledIndexReader:
     """The seed's ``data_iter``: ``random.shuffle`` of a list of indices, gathered batch by batch."""
-    rng = random.Random(seed)
-    num_examples = len(features)
 
-    def epoch() -> Batches:
-        indices = list(range(num_examples))
-        rng.shuffle(indices)  # 这些样本是随机读取的，没有特定的顺序
-        for i in range(0, num_examples, batch_size):
-            batch_indices = torch.tensor(indices[i : min(i + batch_size, num_examples)])
-            yield features[batch_indices], labels[batch_indices]
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.features, self.labels, self.batch_size = features, labels, batch_size
+        self.rng = random.Random(seed)
 
-    return epoch
+    def _shuffled(self) -> list[int]:
+        indices = list(range(len(self.features)))
+        self.rng.shuffle(indices)  # 这些样本是随机读取的，没有特定的顺序
+        return indices
+
+    def __call__(self) -> Batches:
+        indices, num_examples = self._shuffled(), len(self.features)
+        for i in range(0, num_examples, self.batch_size):
+            batch_indices = torch.tensor(indices[i : min(i + self.batch_size, num_examples)])
+            yield self.features[batch_indices], self.labels[batch_indices]
+
+    def order(self) -> torch.Tensor:
+        return torch.tensor(self._shuffled())
 
 
-def dataloader_reader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Reader:
+class DataLoaderReader:
     """The seed's §3.3 ``load_array``: a shuffling ``DataLoader`` over a ``TensorDataset``."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = data.DataLoader(data.TensorDataset(features, labels), batch_size, shuffle=True, generator=generator)
-    return lambda: iter(loader)
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.loader = data.DataLoader(
+            data.TensorDataset(features, labels), batch_size, shuffle=True, generator=generator
+        )
+        # The same shuffle as indices: a loader of the same length on the same generator draws from it exactly
+        # what ``self.loader`` draws for an epoch, as long as each epoch runs to its end (list() does).
+        indices = cast("data.Dataset[int]", range(len(features)))  # a map-style dataset: __getitem__ and __len__
+        self.indices: data.DataLoader[int] = data.DataLoader(indices, len(features), shuffle=True, generator=generator)
+
+    def __call__(self) -> Batches:
+        return iter(self.loader)
+
+    def order(self) -> torch.Tensor:
+        (order,) = list(self.indices)  # one minibatch of all n indices
+        return order
 
 
-def permutation_reader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Reader:
+class PermutationReader:
     """The default: one ``randperm`` gather per epoch, then contiguous slices (views, no per-batch gather)."""
-    generator = torch.Generator().manual_seed(seed)
-    num_examples = len(features)
 
-    def epoch() -> Batches:
-        perm = torch.randperm(num_examples, generator=generator).to(features.device)
-        shuffled_x, shuffled_y = features[perm], labels[perm]
-        for i in range(0, num_examples, batch_size):
-            yield shuffled_x[i : i + batch_size], shuffled_y[i : i + batch_size]
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.features, self.labels, self.batch_size = features, labels, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
 
-    return epoch
+    def __call__(self) -> Batches:
+        perm = self.order().to(self.features.device)
+        shuffled_x, shuffled_y = self.features[perm], self.labels[perm]
+        for i in range(0, len(self.features), self.batch_size):
+            yield shuffled_x[i : i + self.batch_size], shuffled_y[i : i + self.batch_size]
+
+    def order(self) -> torch.Tensor:
+        return torch.randperm(len(self.features), generator=self.generator)
 
 
-READERS = {
-    "permutation": permutation_reader,
-    "shuffled_index": shuffled_index_reader,
-    "dataloader": dataloader_reader,
+READERS: dict[str, Callable[[torch.Tensor, torch.Tensor, int, int], Reader]] = {
+    "permutation": PermutationReader,
+    "shuffled_index": ShuffledIndexReader,
+    "dataloader": DataLoaderReader,
 }

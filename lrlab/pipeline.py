@@ -4,69 +4,42 @@
     4 定义模型 define_model           5 定义损失函数 define_loss     6 定义优化算法 define_optimizer
     7 训练 train
 
-``run_pipeline(cfg)`` calls them top to bottom. Each epoch's result goes to ``on_epoch`` (the caller
-prints and records it); a loss or parameter that is non-finite or past ``cfg.divergence_threshold`` raises
-``Diverged`` at the end of that epoch at the latest. ``should_stop`` is asked before every step; when it
-answers yes, training raises ``Stopped`` with the epochs completed so far.
+``run_pipeline(cfg)`` calls them top to bottom; step 7 runs in the configured engine (``lrlab/engines``).
+Each epoch's result goes to ``on_epoch`` (the caller prints and records it); a loss or parameter that is
+non-finite or past ``cfg.divergence_threshold`` raises ``Diverged`` at the end of that epoch at the latest.
+``should_stop`` is asked before every step (the compiled engine: before every kernel call of at most an
+epoch); when it answers yes, training raises ``Stopped`` with the epochs completed so far.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
+from lrlab import engines
 from lrlab.config import Config
 from lrlab.data import READERS, Reader, synthetic_data
+from lrlab.engines.results import Diverged, EpochResult, Stopped, TrainResult, never
 from lrlab.losses import LOSSES, Loss
 from lrlab.models import MODELS, LinReg, init_params
 from lrlab.optim import Update, make_update
 from lrlab.theory import Reference, reference
 
-PROGRESS_BAR_MIN_BATCHES = 2000  # epochs with at least this many minibatches get a progress bar
-
-
-@dataclass
-class EpochResult:
-    epoch: int  # 1-based, the MLflow step
-    train_loss: float  # mean loss over the whole training set after the epoch, as the seed prints it
-    w_error: float  # ‖w − true_w‖₂
-    b_error: float  # |b − true_b|
-    excess_loss: float  # train_loss − the least-squares fit's loss on the same data
-
-
-@dataclass
-class TrainResult:
-    history: list[EpochResult]
-    w: list[float]
-    b: float
-    train_seconds: float  # wall time of step 7 (updates and per-epoch evaluation)
-    samples_per_second: float  # examples consumed by updates per second of train_seconds
-    device: str = ""
-
-
-class Diverged(RuntimeError):
-    """Training left the finite, bounded region: an outcome of a large lr, not a bug."""
-
-    def __init__(self, epoch: int, reason: str, history: list[EpochResult]) -> None:
-        super().__init__(f"diverged at epoch {epoch}: {reason}")
-        self.epoch, self.reason, self.history = epoch, reason, history
-
-
-class Stopped(RuntimeError):
-    """A stop was asked for (Ctrl-C, SIGTERM) during training."""
-
-    def __init__(self, epoch: int, history: list[EpochResult]) -> None:
-        super().__init__(f"stopped during epoch {epoch}")
-        self.epoch, self.history = epoch, history
-
-
-def never() -> bool:
-    return False
+__all__ = [
+    "Diverged",
+    "EpochResult",
+    "Stopped",
+    "TrainResult",
+    "define_loss",
+    "define_model",
+    "define_optimizer",
+    "generate_dataset",
+    "init_model_params",
+    "read_dataset",
+    "run_pipeline",
+    "train",
+]
 
 
 # 1 生成数据集
@@ -115,58 +88,10 @@ def train(
     on_epoch: Callable[[EpochResult], None],
     should_stop: Callable[[], bool] = never,
 ) -> TrainResult:
-    true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
-    num_examples = len(features)
-    num_batches = math.ceil(num_examples / cfg.batch_size)
-    history: list[EpochResult] = []
-    start = time.perf_counter()
-    for epoch in range(1, cfg.num_epochs + 1):
-        batches = tqdm(
-            reader(),
-            total=num_batches,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=None if num_batches >= PROGRESS_BAR_MIN_BATCHES else True,
-        )
-        for X, y in batches:
-            if should_stop():
-                raise Stopped(epoch, history)
-            optimizer.update(loss(net(X), y))  # X和y的小批量损失 -> one update
-        with torch.no_grad():
-            train_loss = float(loss(net(features), labels).mean())
-            w, b = net.estimates()
-            result = EpochResult(
-                epoch=epoch,
-                train_loss=train_loss,
-                w_error=float(torch.linalg.vector_norm(w - true_w)),
-                b_error=float((b - cfg.dataset.true_b).abs()),
-                excess_loss=train_loss - ref.ols_train_loss,
-            )
-        history.append(result)
-        on_epoch(result)
-        reason = _divergence(result, w, b, cfg.divergence_threshold)
-        if reason:
-            raise Diverged(epoch, reason, history)
-    seconds = time.perf_counter() - start
-    w, b = net.estimates()
-    return TrainResult(
-        history=history,
-        w=w.cpu().tolist(),
-        b=float(b),
-        train_seconds=seconds,
-        samples_per_second=cfg.num_epochs * num_examples / seconds,
-        device=str(features.device),
-    )
-
-
-def _divergence(result: EpochResult, w: torch.Tensor, b: torch.Tensor, threshold: float) -> str:
-    if not math.isfinite(result.train_loss):
-        return f"train_loss is {result.train_loss}"
-    if result.train_loss > threshold:
-        return f"train_loss {result.train_loss:.3g} > divergence_threshold {threshold:.3g}"
-    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
-        return "a parameter is not finite"
-    return ""
+    """The training loop, run by the configured engine (``lrlab/engines``): ``autograd`` is the seed's loop over
+    the modules of steps 4-6; ``compiled`` runs the same update as a numba kernel."""
+    engine = engines.load(cfg.engine.name)
+    return engine(cfg, net, loss, optimizer, reader, features, labels, ref, on_epoch, should_stop)
 
 
 def run_pipeline(

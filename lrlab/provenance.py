@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # MLflow's standard tags (mlflow.utils.mlflow_tags), which its UI shows as Source, Version and User.
 MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME = "mlflow.source.git.commit", "mlflow.source.name"
 MLFLOW_SOURCE_TYPE, MLFLOW_USER = "mlflow.source.type", "mlflow.user"
-GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "launcher")
+GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "engine", "launcher")
 PACKAGE = Path(lrlab.__file__).resolve().parent
 REPO_ROOT = PACKAGE.parent
 
@@ -113,7 +113,7 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     import torch
 
     tags = {"lrlab.env.python": platform.python_version()}
-    for package in ("torch", "hydra-core", "omegaconf", "mlflow"):
+    for package in ("torch", "hydra-core", "omegaconf", "mlflow", "numba"):  # numba: engine=compiled's compiler
         tags[f"lrlab.env.{package}"] = metadata.version(package)
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()

@@ -59,6 +59,9 @@ BAD_INPUT = [
     ("model=foo", "model"),
     ("model=", "model"),
     ("device=tpu", "device"),
+    ("engine=turbo", "engine"),
+    ("engine.name=turbo", "engine.name"),
+    ("engine=compiled device=auto", "engine"),  # the compiled engine runs on the CPU only
     ("experiment=null", "experiment"),
     ("experiment=nosuch", "experiment"),
     ("optimizr=sgd", "optimizr"),

@@ -51,6 +51,7 @@ def test_params_metrics_artifacts_and_status(run_in_process: Callable[..., str],
         ("optimizer", "sgd_scratch"),
         ("reader", "permutation"),
         ("device", "cpu"),
+        ("engine", "autograd"),
     ]:
         assert params[group] == option
     for key in ("train_loss", "w_error", "b_error", "excess_loss"):
@@ -146,6 +147,22 @@ def test_orphans_of_another_host_end_after_their_heartbeat_stops(client: MlflowC
         reused.info.run_id: "KILLED",
     }
     assert client.get_run(stale).data.tags["lrlab.orphaned"].startswith("no heartbeat from elsewhere (pid 1) for 10")
+
+
+def test_a_compiled_run_is_recorded_as_an_autograd_run_is(
+    run_in_process: Callable[..., str], client: MlflowClient
+) -> None:
+    runs = {
+        engine: client.get_run(run_in_process(f"engine={engine}", "num_epochs=2"))
+        for engine in ("autograd", "compiled")
+    }
+    assert runs["compiled"].data.params["engine"] == runs["compiled"].data.params["engine.name"] == "compiled"
+    assert runs["autograd"].data.tags["lrlab.config_hash"] != runs["compiled"].data.tags["lrlab.config_hash"]
+    assert runs["compiled"].data.tags["lrlab.env.numba"]
+    for key in ("train_loss", "w_error", "b_error", "excess_loss"):  # the seed's config: equal bit for bit
+        histories = [[(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)] for r in runs.values()]
+        assert sorted(histories[0]) == sorted(histories[1]) and len(histories[0]) == 2
+    assert client.get_metric_history(runs["compiled"].info.run_id, "samples_per_second")[0].value > 0
 
 
 STUDIES = sorted(p.stem for p in (CONF_DIR.parent / "experiments").glob("*.yaml"))

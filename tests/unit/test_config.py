@@ -10,7 +10,7 @@ import pytest
 from lrlab.config import Config, ConfigError, DeviceName, LossName, ModelName, OptimizerName
 from tests.conftest import CONF
 
-GROUPS = ["dataset", "model", "loss", "optimizer", "reader", "device", "launcher"]
+GROUPS = ["dataset", "model", "loss", "optimizer", "reader", "device", "engine", "launcher"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 

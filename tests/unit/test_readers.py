@@ -33,3 +33,16 @@ def test_reader_is_reproducible_from_its_seed(name: str) -> None:
     first = [X.tolist() for X, _ in READERS[name](features, features, 8, seed=5)()]
     again = [X.tolist() for X, _ in READERS[name](features, features, 8, seed=5)()]
     assert first == again
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+@pytest.mark.parametrize("batch_size", [1, 7, 23])
+def test_reader_order_is_the_order_of_its_minibatches(name: str, batch_size: int) -> None:
+    n = 23
+    features = torch.arange(n, dtype=torch.float32).reshape(n, 1)
+    one, other = (READERS[name](features, -features, batch_size, seed=3) for _ in range(2))
+    for epoch in range(4):  # either call advances the shuffle by one epoch: alternate them
+        batches, order = (one, other) if epoch % 2 else (other, one)
+        seen = torch.cat([X for X, _ in batches()]).reshape(-1)
+        indices = order.order()
+        assert indices.dtype == torch.int64 and torch.equal(seen, features[indices].reshape(-1))

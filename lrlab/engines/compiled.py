@@ -1,0 +1,275 @@
+"""The ``compiled`` engine: the autograd engine's update, step for step, as one numba kernel over many steps.
+
+It reads each epoch's examples in the order the configured reader gives (``reader.order()``, the same
+shuffle the reader's minibatches follow), updates the step-4 model's own parameters in place, and ends
+every epoch with the same evaluation as the autograd engine (``results.end_epoch``). float32 throughout,
+like torch, CPU only.
+
+The kernel repeats torch's arithmetic operation by operation: the forward pass and ``Xᵀr`` summed in index
+order (as MKL's sgemm does for these thin shapes), the bias gradient in the order of torch's sum kernel
+(``_torch_sum``), the loss gradient as autograd composes it, and the optimiser steps as torch's kernels
+round them (fused multiply-adds where torch's ``add(alpha=)``, ``lerp`` and ``addcmul`` use one). Where
+that holds, the two engines' histories are equal bit for bit; the exceptions (a wider model, whose forward
+pass MKL sums in another order, and Adam, whose ``sqrt`` torch takes from MKL's vector math library) agree
+to float32 round-off. ``tests/unit/test_engines.py`` has the table.
+
+A stop is heard between kernel calls: each call runs at most one epoch and about ``WORK_PER_CALL``
+multiply-adds (a millisecond or two), and ``should_stop`` is asked before each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, assert_never
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from lrlab.config import Config, LossName
+from lrlab.data import Reader
+from lrlab.engines.results import EpochResult, Stopped, TrainResult, end_epoch, never, train_result
+from lrlab.losses import Loss
+from lrlab.models import LinReg
+from lrlab.optim import ScratchSGD, TorchUpdate, Update
+from lrlab.theory import Reference
+
+WORK_PER_CALL = 1 << 22  # multiply-adds per kernel call, at most: bounds how long a stop waits
+SUM_LANES = 8  # Vectorized<float>::size() of torch's CPU sum kernel: 8 on x86-64, AVX-512 machines included
+SCRATCH_SGD, SGD, ADAM = 0, 1, 2  # the kernel's update rules
+
+
+def _jit(function: Callable[..., Any]) -> Any:
+    """``numba.njit`` with IEEE float semantics (no fastmath, no zero-division checks), cached on disk.
+
+    The kernel compiles once per process, and ``cache=True`` keeps the machine code across processes, so
+    only a machine's first compiled run pays for compiling. Where the cache lives is numba's choice, in
+    this order: ``$NUMBA_CACHE_DIR`` if set; ``__pycache__`` beside this file if writable (a checkout, an
+    editable install); else numba's user-wide cache (``~/.cache/numba``), which is what a non-editable
+    install into a read-only site-packages gets. If none is writable numba refuses ``cache=True``; then
+    the kernel is compiled afresh in each process rather than not at all.
+    """
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, error_model="numpy")(function)
+
+
+def _fma_typer(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """a·b + c rounded once (float32), as torch's vectorised ``add(alpha=)``, ``lerp`` and ``addcmul`` compute."""
+    if not all(t == types.float32 for t in (a, b, c)):
+        return None
+    signature = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        f32 = ir.FloatType()
+        fma = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+        return builder.call(fma, args)
+
+    return signature, codegen
+
+
+_fma: Any = intrinsic(_fma_typer)
+
+
+@_jit
+def _row_sum(values: Any, start: int, stride: int, size: int, acc: Any) -> Any:
+    """Σ values[start + stride·e] for e < size, in the order of torch's ``row_sum`` (aten SumKernel.cpp).
+
+    Four interleaved partial sums over rows of four, cascaded through four levels of accumulators
+    (``multi_row_sum``), then the leftover elements, then the partial sums. ``acc`` is scratch space (4, 4).
+    """
+    rows = size // 4
+    ceil_log2 = 1 if rows <= 2 else int(np.log2(rows - 1)) + 1
+    level_power = max(4, ceil_log2 // 4)
+    level_step = 1 << level_power
+    level_mask = level_step - 1
+    acc[:, :] = 0
+    i = 0
+    while i + level_step <= rows:
+        for _ in range(level_step):
+            for k in range(4):
+                acc[0, k] += values[start + stride * (i * 4 + k)]
+            i += 1
+        for j in range(1, 4):
+            for k in range(4):
+                acc[j, k] += acc[j - 1, k]
+                acc[j - 1, k] = 0
+            if i & (level_mask << (j * level_power)) != 0:
+                break
+    while i < rows:
+        for k in range(4):
+            acc[0, k] += values[start + stride * (i * 4 + k)]
+        i += 1
+    for j in range(1, 4):
+        for k in range(4):
+            acc[0, k] += acc[j, k]
+    total = acc[0, 0]
+    for e in range(rows * 4, size):
+        total += values[start + stride * e]
+    for k in range(1, 4):
+        total += acc[0, k]
+    return total
+
+
+@_jit
+def _torch_sum(values: Any, size: int, acc: Any) -> Any:
+    """Σ values[:size] (float32) in the order of torch's CPU sum over a contiguous dimension.
+
+    Below one vector's worth it is ``row_sum``; otherwise each of the ``SUM_LANES`` lanes is a ``row_sum``
+    over every ``SUM_LANES``-th element, the tail past the last whole vector is summed first, and the
+    lanes are added to it in order (``vectorized_inner_sum``). A reduction torch splits across threads
+    (more than 32768 elements) is summed in another order.
+    """
+    if size < SUM_LANES:
+        return _row_sum(values, 0, 1, size, acc)
+    vectors = size // SUM_LANES
+    total = np.float32(0)
+    for e in range(vectors * SUM_LANES, size):
+        total += values[e]
+    for lane in range(SUM_LANES):
+        total += _row_sum(values, lane, SUM_LANES, vectors, acc)
+    return total
+
+
+@_jit
+def _steps(
+    features: Any,  # (n, d) float32
+    labels: Any,  # (n,) float32
+    order: Any,  # (n,) int64: the epoch's example indices, in the reader's order
+    begin: int,  # the first example of the first step (a multiple of batch_size)
+    end: int,  # the steps cover the examples [begin, end) of the epoch
+    batch_size: int,
+    w: Any,  # (d,) float32: the model's weights, updated in place
+    b: Any,  # (1,) float32: the model's bias, updated in place
+    rule: int,  # SCRATCH_SGD, SGD or ADAM
+    mse: bool,  # the loss is (ŷ−y)² (else ½(ŷ−y)²)
+    hyper: Any,  # (5,) float64: lr, momentum, beta1, beta2, eps
+    state: Any,  # (3, d+1) float32: the momentum buffer, or Adam's exp_avg and exp_avg_sq, for (w, b)
+    count: Any,  # (1,) int64: the steps taken so far
+) -> None:
+    n, d = features.shape
+    one, two = np.float32(1), np.float32(2)
+    lr, beta1, beta2 = hyper[0], hyper[2], hyper[3]
+    lr32, momentum32, eps32 = np.float32(hyper[0]), np.float32(hyper[1]), np.float32(hyper[4])
+    lerp_weight, beta2_32, one_minus_beta2 = np.float32(1 - beta1), np.float32(beta2), np.float32(1 - beta2)
+    residual = np.empty(batch_size, np.float32)
+    grad = np.empty(d + 1, np.float32)  # (w, b)
+    acc = np.empty((4, 4), np.float32)
+    for i in range(begin, end, batch_size):
+        size = min(batch_size, n - i)
+        # Forward and loss gradient. ScratchSGD backpropagates the minibatch's sum, torch.optim its mean,
+        # whose gradient is 1/size; ½(ŷ−y)² passes on (u/2)·(2(ŷ−y)), MSELoss's backward 2(ŷ−y)·u.
+        u = one if rule == SCRATCH_SGD else one / np.float32(size)
+        for k in range(size):
+            row = order[i + k]
+            y_hat = features[row, 0] * w[0]
+            for j in range(1, d):
+                y_hat = y_hat + features[row, j] * w[j]
+            diff = (y_hat + b[0]) - labels[row]
+            residual[k] = (two * diff) * u if mse else (u / two) * (two * diff)
+        # Backward: ∂/∂w = Xᵀr summed in index order, ∂/∂b = Σr in torch's order.
+        row = order[i]
+        for j in range(d):
+            grad[j] = features[row, j] * residual[0]
+        for k in range(1, size):
+            row = order[i + k]
+            for j in range(d):
+                grad[j] = grad[j] + features[row, j] * residual[k]
+        grad[d] = _torch_sum(residual, size, acc)
+        # The update, element by element, as torch rounds it.
+        count[0] += 1
+        step_size, correction2 = np.float32(0), np.float32(1)
+        if rule == ADAM:  # in float64 as torch.optim.Adam computes them in Python, then rounded to float32
+            step = np.float64(count[0])
+            step_size = np.float32(-(lr / (1 - beta1**step)))  # -lr / bias_correction1
+            correction2 = np.float32((1 - beta2**step) ** 0.5)  # sqrt(bias_correction2)
+        for j in range(d + 1):
+            param = w[j] if j < d else b[0]
+            g = grad[j]
+            if rule == SCRATCH_SGD:  # param -= lr * param.grad / batch_size
+                param = param - (lr32 * g) / np.float32(size)
+            elif rule == SGD:  # [buf.mul_(momentum).add_(grad)]; param.add_(buf, alpha=-lr)
+                if hyper[1] != 0:  # torch tests the momentum as given, not as float32
+                    state[0, j] = g if count[0] == 1 else state[0, j] * momentum32 + g
+                    g = state[0, j]
+                param = _fma(g, -lr32, param)
+            else:  # exp_avg.lerp_(grad, 1-β1); exp_avg_sq.mul_(β2).addcmul_(grad, grad, value=1-β2); addcdiv_
+                m = state[1, j]
+                small = lerp_weight < 0.5  # lerp's two formulas, for the weight below or above 1/2
+                m = _fma(lerp_weight, g - m, m) if small else _fma(lerp_weight - one, g - m, g)
+                v = _fma(one_minus_beta2 * g, g, state[2, j] * beta2_32)
+                state[1, j], state[2, j] = m, v
+                denom = np.sqrt(v) / correction2 + eps32
+                param = param + (step_size * m) / denom
+            if j < d:
+                w[j] = param
+            else:
+                b[0] = param
+
+
+def _update_rule(optimizer: Update) -> tuple[int, np.ndarray]:
+    """The kernel's rule and hyperparameters (lr, momentum, beta1, beta2, eps), read off step 6's optimiser."""
+    if isinstance(optimizer, ScratchSGD):
+        return SCRATCH_SGD, np.array([optimizer.lr, 0, 0, 0, 0], np.float64)
+    assert isinstance(optimizer, TorchUpdate)
+    torch_optimizer, group = optimizer.optimizer, optimizer.optimizer.param_groups[0]
+    extras = ("dampening", "nesterov", "weight_decay", "maximize", "amsgrad", "decoupled_weight_decay")
+    if any(group.get(key) for key in extras):  # make_update sets none of these; the kernel has none of them
+        raise NotImplementedError(f"the compiled engine has no kernel for {torch_optimizer!r}")
+    if isinstance(torch_optimizer, torch.optim.SGD):
+        return SGD, np.array([group["lr"], group["momentum"], 0, 0, 0], np.float64)
+    if isinstance(torch_optimizer, torch.optim.Adam):
+        beta1, beta2 = group["betas"]
+        return ADAM, np.array([group["lr"], 0, beta1, beta2, group["eps"]], np.float64)
+    raise NotImplementedError(f"the compiled engine has no kernel for {torch_optimizer!r}")
+
+
+def _is_mse(cfg: Config) -> bool:
+    match cfg.loss.name:
+        case LossName.squared:
+            return False
+        case LossName.mse:
+            return True
+        case _:
+            assert_never(cfg.loss.name)
+
+
+def train(
+    cfg: Config,
+    net: LinReg,
+    loss: Loss,
+    optimizer: Update,
+    reader: Reader,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    ref: Reference,
+    on_epoch: Callable[[EpochResult], None],
+    should_stop: Callable[[], bool] = never,
+) -> TrainResult:
+    num_examples, dim = features.shape
+    features_np, labels_np = features.contiguous().numpy(), labels.reshape(-1).contiguous().numpy()
+    # Views of the model's own parameters (scratch: w (d, 1), b; linear: weight (1, d), bias): the kernel
+    # updates them in place, so that the model the epoch's evaluation runs is the one trained.
+    w, b = (param.detach().numpy().reshape(-1) for param in net.parameters())
+    rule, hyper = _update_rule(optimizer)
+    mse = _is_mse(cfg)
+    state, count = np.zeros((3, dim + 1), np.float32), np.zeros(1, np.int64)
+    span = cfg.batch_size * max(1, WORK_PER_CALL // (cfg.batch_size * (dim + 1)))  # examples per kernel call
+    args = (cfg.batch_size, w, b, rule, mse, hyper, state, count)
+    _steps(features_np, labels_np, np.empty(0, np.int64), 0, 0, *args)  # compiles, or loads the cache: no steps
+    history: list[EpochResult] = []
+    start = time.perf_counter()  # after the compile, which is a cost of the process, not of training
+    for epoch in range(1, cfg.num_epochs + 1):
+        order = reader.order().numpy()
+        for begin in range(0, num_examples, span):
+            if should_stop():
+                raise Stopped(epoch, history)
+            end = min(begin + span, num_examples)
+            _steps(features_np, labels_np, order, begin, end, *args)
+        end_epoch(cfg, epoch, net, loss, features, labels, ref, history, on_epoch)
+    return train_result(cfg, net, history, time.perf_counter() - start, features)

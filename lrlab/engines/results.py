@@ -1,0 +1,113 @@
+"""What every engine reports, and the end of an epoch that every engine shares.
+
+At the end of each epoch an engine hands its model (the step-4 module, holding the current ``w`` and ``b``)
+to ``end_epoch``, which evaluates the step-5 loss on the whole training set with the same torch code for
+every engine, reports the ``EpochResult`` and raises ``Diverged``: equal parameters give equal histories.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from lrlab.config import Config
+from lrlab.losses import Loss
+from lrlab.models import LinReg
+from lrlab.theory import Reference
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based, the MLflow step
+    train_loss: float  # mean loss over the whole training set after the epoch, as the seed prints it
+    w_error: float  # ‖w − true_w‖₂
+    b_error: float  # |b − true_b|
+    excess_loss: float  # train_loss − the least-squares fit's loss on the same data
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochResult]
+    w: list[float]
+    b: float
+    train_seconds: float  # wall time of step 7 (updates and per-epoch evaluation)
+    samples_per_second: float  # examples consumed by updates per second of train_seconds
+    device: str = ""
+
+
+class Diverged(RuntimeError):
+    """Training left the finite, bounded region: an outcome of a large lr, not a bug."""
+
+    def __init__(self, epoch: int, reason: str, history: list[EpochResult]) -> None:
+        super().__init__(f"diverged at epoch {epoch}: {reason}")
+        self.epoch, self.reason, self.history = epoch, reason, history
+
+
+class Stopped(RuntimeError):
+    """A stop was asked for (Ctrl-C, SIGTERM) during training."""
+
+    def __init__(self, epoch: int, history: list[EpochResult]) -> None:
+        super().__init__(f"stopped during epoch {epoch}")
+        self.epoch, self.history = epoch, history
+
+
+def never() -> bool:
+    return False
+
+
+def end_epoch(
+    cfg: Config,
+    epoch: int,
+    net: LinReg,
+    loss: Loss,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    ref: Reference,
+    history: list[EpochResult],
+    on_epoch: Callable[[EpochResult], None],
+) -> None:
+    """Evaluate ``net`` after ``epoch``, append and report the result; raise ``Diverged`` if it left the bounds."""
+    with torch.no_grad():
+        true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
+        train_loss = float(loss(net(features), labels).mean())
+        w, b = net.estimates()
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=train_loss,
+            w_error=float(torch.linalg.vector_norm(w - true_w)),
+            b_error=float((b - cfg.dataset.true_b).abs()),
+            excess_loss=train_loss - ref.ols_train_loss,
+        )
+    history.append(result)
+    on_epoch(result)
+    reason = _divergence(result, w, b, cfg.divergence_threshold)
+    if reason:
+        raise Diverged(epoch, reason, history)
+
+
+def _divergence(result: EpochResult, w: torch.Tensor, b: torch.Tensor, threshold: float) -> str:
+    if not math.isfinite(result.train_loss):
+        return f"train_loss is {result.train_loss}"
+    if result.train_loss > threshold:
+        return f"train_loss {result.train_loss:.3g} > divergence_threshold {threshold:.3g}"
+    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+        return "a parameter is not finite"
+    return ""
+
+
+def train_result(
+    cfg: Config, net: LinReg, history: list[EpochResult], seconds: float, features: torch.Tensor
+) -> TrainResult:
+    """The result of a run that trained every epoch in ``seconds``."""
+    w, b = net.estimates()
+    return TrainResult(
+        history=history,
+        w=w.cpu().tolist(),
+        b=float(b),
+        train_seconds=seconds,
+        samples_per_second=cfg.num_epochs * len(features) / seconds,
+        device=str(features.device),
+    )

@@ -1,0 +1,265 @@
+"""The compiled engine against the autograd engine: same order, same numbers, same outcomes (issue 11).
+
+Every test runs both engines on the real pipeline (steps 1-7) and compares what ``on_epoch`` received.
+The first compiled test in a process loads numba's cache of the kernel (or compiles it, a few seconds).
+
+Tolerance of the compiled engine's history against the autograd engine's, per combination:
+
+| dataset         | model          | loss        | optimizer                  | reader      | tolerance |
+|-----------------|----------------|-------------|----------------------------|-------------|-----------|
+| d = 2, n = 103  | scratch/linear | squared/mse | sgd_scratch, sgd, momentum | all three   | exact     |
+| d = 2, n = 103  | scratch/linear | squared/mse | adam                       | all three   | ROUND_OFF |
+| d = 20, n = 203 | scratch/linear | squared/mse | every optimizer            | permutation | ROUND_OFF |
+
+Exact: the kernel does torch's arithmetic operation by operation (see ``lrlab/engines/compiled.py``).
+That holds where torch's CPU kernels sum these shapes in the order the kernel does: MKL's sgemm sums a
+forward pass over d <= 4 features, and ``Xᵀr``, in index order. It was checked on x86-64 with MKL 2024.2
+(torch 2.13.0+cpu); another BLAS or CPU may sum otherwise and then these rows fail, saying so.
+
+ROUND_OFF: Adam's ``sqrt`` comes from MKL's vector math library in torch, which is off by one ulp now and
+then against the kernel's correctly rounded one; MKL sums a forward pass over d >= 5 features in another
+order than index order. One rounding differs in a step, by an ulp: SGD on a quadratic below lr_critical
+damps it while new ones arrive, so the parameters stay within a few ulps (seen: 4 ulps, 1.7e-6, of b ≈ 4.2).
+So parameters, w_error and b_error agree within 1e-5 absolute (20 ulps of 4.2), and train_loss within
+1e-4 relative (seen: 5e-6; near the optimum the loss moves with the square of the parameters' error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from itertools import product
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lrlab.config import (
+    Config,
+    ConfigError,
+    EngineConfig,
+    LossConfig,
+    LossName,
+    ModelConfig,
+    ModelName,
+    ReaderConfig,
+    ReaderName,
+    job_config,
+    to_config,
+)
+from lrlab.engines import ENGINES, compiled
+from lrlab.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
+from lrlab.provenance import config_hash, run_params
+from tests.conftest import CONF
+
+MODELS, LOSSES, READERS = ["scratch", "linear"], ["squared", "mse"], ["permutation", "shuffled_index", "dataloader"]
+OPTIMIZERS = ["sgd_scratch", "sgd", "momentum", "adam"]
+EXACT_OPTIMIZERS = {"sgd_scratch", "sgd", "momentum"}
+ROUND_OFF = {"train_loss_rtol": 1e-4, "atol": 1e-5}  # see the module docstring
+WIDE_W = [2, -3.4, 1.5, 0.5, -1, 3, -2.5, 0.8, -0.3, 1.2, -1.7, 2.2, 0.1, -0.9, 1.8, -2, 0.6, -0.4, 2.7, -1.1]
+
+
+@pytest.fixture(scope="module")
+def composed() -> dict[str, Config]:
+    """The real config of each optimizer option, composed once (80 ms each): tests vary copies of them.
+
+    103 examples in minibatches of 10: the last of each epoch's 11 minibatches holds 3.
+    """
+    overrides = ["dataset.num_examples=103", "batch_size=10", "num_epochs=3"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return {
+            o: to_config(compose(config_name="config", overrides=[f"optimizer={o}", *overrides])) for o in OPTIMIZERS
+        }
+
+
+def variant(
+    cfg: Config,
+    engine: str = "autograd",
+    model: str | None = None,
+    loss: str | None = None,
+    reader: str | None = None,
+    dataset: dict[str, Any] | None = None,
+    **top: Any,
+) -> Config:
+    """A validated copy of ``cfg``: these options of model, loss and reader set only their group's name."""
+    groups: dict[str, Any] = {"engine": EngineConfig(name=engine)}
+    if model:
+        groups["model"] = ModelConfig(name=ModelName(model), init_std=cfg.model.init_std)
+    if loss:
+        groups["loss"] = LossConfig(name=LossName(loss))
+    if reader:
+        groups["reader"] = ReaderConfig(name=ReaderName(reader))
+    if dataset:
+        groups["dataset"] = dataclasses.replace(cfg.dataset, **dataset)
+    return dataclasses.replace(cfg, **groups, **top)
+
+
+def run(cfg: Config, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    """Train ``cfg``: the result, whose history is what on_epoch received."""
+    seen: list[EpochResult] = []
+    result = run_pipeline(cfg, seen.append, should_stop=should_stop)
+    assert result.history == seen
+    return result
+
+
+def assert_round_off(got: TrainResult, want: TrainResult) -> None:
+    assert [r.epoch for r in got.history] == [r.epoch for r in want.history]
+    loss = [[r.train_loss for r in result.history] for result in (got, want)]
+    errors = [[(r.w_error, r.b_error) for r in result.history] for result in (got, want)]
+    np.testing.assert_allclose(*loss, rtol=ROUND_OFF["train_loss_rtol"], atol=0)
+    np.testing.assert_allclose(*errors, rtol=0, atol=ROUND_OFF["atol"])
+    np.testing.assert_allclose([*got.w, got.b], [*want.w, want.b], rtol=0, atol=ROUND_OFF["atol"])
+
+
+@pytest.mark.parametrize(
+    ("model", "loss", "optimizer"),
+    COMBINATIONS := list(product(MODELS, LOSSES, OPTIMIZERS)),
+    ids=["-".join(c) for c in COMBINATIONS],
+)
+def test_compiled_matches_autograd_with_every_reader(
+    composed: dict[str, Config], model: str, loss: str, optimizer: str
+) -> None:
+    for reader in READERS:
+        want = run(variant(composed[optimizer], "autograd", model, loss, reader))
+        got = run(variant(composed[optimizer], "compiled", model, loss, reader))
+        if optimizer in EXACT_OPTIMIZERS:
+            assert got.history == want.history, f"reader={reader}: the compiled engine's arithmetic differs here"
+            assert (got.w, got.b) == (want.w, want.b)
+        else:
+            assert_round_off(got, want)
+        assert got.device == want.device == "cpu"
+        assert got.train_seconds > 0 and got.samples_per_second == 3 * 103 / got.train_seconds
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_compiled_matches_autograd_within_round_off_on_20_features(composed: dict[str, Config], optimizer: str) -> None:
+    wide = {"true_w": WIDE_W, "num_examples": 203}
+    for model, loss in product(MODELS, LOSSES):
+        want = run(variant(composed[optimizer], "autograd", model, loss, dataset=wide))
+        got = run(variant(composed[optimizer], "compiled", model, loss, dataset=wide))
+        assert_round_off(got, want)
+
+
+DIVERGING = [
+    ("sgd_scratch", 2.2, 1e12),  # past the threshold in epoch 3
+    ("momentum", 1.0, 1e12),  # in epoch 10
+    ("sgd_scratch", 5.0, 1e300),  # float32 overflows first: inf and nan go through both the same way
+]
+
+
+@pytest.mark.parametrize(("optimizer", "lr", "threshold"), DIVERGING)
+def test_both_engines_diverge_at_the_same_epoch_for_the_same_reason(
+    composed: dict[str, Config], optimizer: str, lr: float, threshold: float
+) -> None:
+    outcomes = []
+    for engine in ENGINES:
+        cfg = variant(composed[optimizer], engine, dataset={"num_examples": 203}, lr=lr, num_epochs=20)
+        with pytest.raises(Diverged) as diverged:
+            run(dataclasses.replace(cfg, divergence_threshold=threshold))
+        outcomes.append((diverged.value.epoch, diverged.value.reason, diverged.value.history))
+    assert outcomes[0] == outcomes[1]
+    assert 1 < outcomes[0][0] < 20
+    if threshold > 1e38:
+        assert outcomes[0][1] in ("train_loss is inf", "train_loss is nan", "a parameter is not finite")
+
+
+def test_wide_divergence_is_found_at_the_same_epoch(composed: dict[str, Config]) -> None:
+    epochs = []
+    for engine in ENGINES:
+        cfg = variant(composed["sgd"], engine, loss="mse", dataset={"true_w": WIDE_W, "num_examples": 203}, lr=0.5)
+        with pytest.raises(Diverged) as diverged:  # in epoch 2
+            run(dataclasses.replace(cfg, num_epochs=20))
+        epochs.append(diverged.value.epoch)
+    assert epochs[0] == epochs[1] > 1
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_a_stop_during_epoch_3_keeps_the_first_two_epochs(composed: dict[str, Config], engine: str) -> None:
+    cfg = variant(composed["momentum"], engine, num_epochs=5)
+    full = run(cfg)
+    seen: list[EpochResult] = []
+    calls = []
+
+    def stop_after_two_epochs() -> bool:
+        calls.append(len(seen))
+        return len(seen) == 2
+
+    with pytest.raises(Stopped) as stopped:
+        run_pipeline(cfg, seen.append, should_stop=stop_after_two_epochs)
+    assert stopped.value.epoch == 3 and stopped.value.history == full.history[:2] == seen
+    assert len(calls) == (2 * 11 + 1 if engine == "autograd" else 3)  # before each step, or each kernel call
+
+
+def test_the_compiled_engine_stops_between_kernel_calls_within_an_epoch(
+    composed: dict[str, Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = variant(composed["adam"], "compiled")
+    whole = run(cfg)
+    monkeypatch.setattr(compiled, "WORK_PER_CALL", 2 * 10 * 3)  # 2 steps of 10 examples, d + 1 = 3, per call
+    assert run(cfg).history == whole.history  # cutting an epoch into calls changes no arithmetic
+    calls = 0
+
+    def stop_on_call_9() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == 9
+
+    with pytest.raises(Stopped) as stopped:  # 6 calls an epoch (11 steps): call 9 is in epoch 2
+        run(cfg, should_stop=stop_on_call_9)
+    assert stopped.value.epoch == 2 and stopped.value.history == whole.history[:1]
+
+
+def test_compiled_refuses_a_device_other_than_cpu_in_one_line(make_cfg: Callable[..., Config]) -> None:
+    with pytest.raises(ConfigError) as refused:
+        make_cfg("engine=compiled", "device=auto")
+    message = str(refused.value)
+    assert message.startswith("engine='compiled' is not allowed: ") and "device=auto" in message
+    assert "\n" not in message
+    if torch.cuda.is_available():  # refused for the engine; elsewhere the device itself is refused first
+        with pytest.raises(ConfigError, match=r"^engine='compiled' is not allowed: .*device=cuda"):
+            make_cfg("engine=compiled", "device=cuda")
+    else:
+        with pytest.raises(ConfigError, match=r"^device='cuda' is not allowed"):
+            make_cfg("engine=compiled", "device=cuda")
+    assert make_cfg("engine=compiled").engine.name == "compiled"
+
+
+def test_an_engine_name_that_disagrees_with_its_choice_is_refused(compose_cfg: Callable[..., DictConfig]) -> None:
+    dcfg = compose_cfg("engine=compiled", "engine.name=autograd", return_hydra_config=True)
+    with pytest.raises(ConfigError, match=r"^engine.name='autograd' disagrees with the choice engine=compiled"):
+        to_config(dcfg, dict(dcfg.hydra.runtime.choices))
+
+
+def test_the_engine_is_logged_and_part_of_the_identity(compose_cfg: Callable[..., DictConfig]) -> None:
+    logged, hashes = {}, {}
+    for engine in ENGINES:
+        dcfg = compose_cfg(f"engine={engine}", return_hydra_config=True)
+        choices = dict(dcfg.hydra.runtime.choices)
+        params = run_params(job_config(dcfg), choices)
+        logged[engine] = (params["engine"], params["engine.name"])
+        hashes[engine] = config_hash(to_config(dcfg, choices))
+    assert logged == {"autograd": ("autograd", "autograd"), "compiled": ("compiled", "compiled")}
+    assert hashes["autograd"] != hashes["compiled"]
+    assert "engine" not in to_config(compose_cfg()).identity()  # runs from before engines keep their hash
+
+
+def test_a_default_run_does_not_import_numba() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from lrlab.config import *
+        from lrlab.pipeline import run_pipeline
+        groups = dict(dataset=DatasetConfig(num_examples=50), model=ModelConfig(), loss=LossConfig(),
+                      optimizer=OptimizerConfig(), reader=ReaderConfig(), device=DeviceConfig())
+        run_pipeline(Config(**groups, engine=EngineConfig(), num_epochs=1))
+        assert "lrlab.engines.autograd" in sys.modules and "numba" not in sys.modules, sorted(sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
