@@ -14,49 +14,69 @@ from tests.e2e.test_cli import all_runs
 pytestmark = pytest.mark.e2e
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-# The lr study's grid, cut to five points that span it (both sides of the stability edge) to keep the test short.
+# The lr study's grid, cut to five points that span it (both sides of the stability edge), and its 5 seeds cut
+# to 2, to keep the test short.
 LRS = ["0.003", "0.01", "0.03", "0.1", "3.0"]
 GRID = "hydra.sweeper.params.lr='" + ",".join(LRS) + "'"
+SEEDS = "hydra.sweeper.params.seed='0,1'"
 
 
-def sweeps(client: MlflowClient) -> list[tuple[Run, list[Run]]]:
-    """Each sweep's parent with its children, oldest first."""
+def sweeps(client: MlflowClient) -> list[tuple[Run, list[Run], list[Run]]]:
+    """Each sweep's parent with its group runs and its jobs (under the groups), oldest first."""
     runs = all_runs(client)
     parents = sorted((r for r in runs if "lrlab.sweep" in r.data.tags), key=lambda r: r.info.start_time)
-    return [(p, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]) for p in parents]
+    found = []
+    for parent in parents:
+        groups = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        ids = {g.info.run_id for g in groups}
+        found.append((parent, groups, [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]))
+    return found
 
 
 def test_lr_study_resumes_where_it_stopped_and_skips_what_finished(run_cli: Cli, client: MlflowClient) -> None:
-    # A study that stopped after two of its jobs.
-    partial = run_cli("experiment=lr_sweep", "hydra.sweeper.params.lr='0.01,0.03'")
+    # A study that stopped after two of its lrs.
+    partial = run_cli("experiment=lr_sweep", "hydra.sweeper.params.lr='0.01,0.03'", SEEDS)
     assert partial.returncode == 0, partial.stderr
 
-    whole = run_cli("experiment=lr_sweep", GRID)
+    whole = run_cli("experiment=lr_sweep", GRID, SEEDS)
     assert whole.returncode == 0, whole.stderr
-    assert "skipped lr=0.01:" in whole.stdout and "skipped lr=0.03:" in whole.stdout
-    (_, first), (parent, second) = sweeps(client)
-    assert sorted(r.info.run_name for r in first) == ["lr=0.01", "lr=0.03"]
-    assert sorted(str(r.info.run_name) for r in second) == sorted(
-        f"lr={lr}" for lr in LRS if lr not in ("0.01", "0.03")
-    )
+    for lr in ("0.01", "0.03"):
+        assert f"skipped lr={lr} seed=0:" in whole.stdout and f"skipped lr={lr} seed=1:" in whole.stdout
+    (_, _, first), (parent, groups, second) = sweeps(client)
+    assert sorted(r.info.run_name for r in first) == [
+        "lr=0.01 seed=0",
+        "lr=0.01 seed=1",
+        "lr=0.03 seed=0",
+        "lr=0.03 seed=1",
+    ]
+    ran = sorted(f"lr={lr} seed={s}" for lr in LRS if lr not in ("0.01", "0.03") for s in (0, 1))
+    assert sorted(str(r.info.run_name) for r in second) == ran
     assert {"lr_vs_loss.png", "comparison.png", "summary.csv"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)
     }
-    summary = whole.stdout.split("status")[-1]
-    assert summary.count("SKIPPED") == 2 and summary.count("lr=") == len(LRS)
+    # Every lr is a group of 2 seeds; a skipped seed's earlier FINISHED run counts in its group.
+    by_name = {str(g.info.run_name): g for g in groups}
+    assert sorted(by_name) == sorted(f"lr={lr}" for lr in LRS)
+    reused = by_name["lr=0.01"]
+    assert reused.data.metrics["n_replicates"] == 2
+    assert set(reused.data.tags["lrlab.replicate_runs"].split()) == {
+        r.info.run_id for r in first if r.info.run_name.startswith("lr=0.01 ")
+    }
 
-    # Past the stability edge the study diverges, on purpose; those jobs end FAILED (diverged).
+    # Past the stability edge the study diverges, on purpose, for every seed; those jobs end FAILED (diverged).
     diverged = sorted(str(r.info.run_name) for r in second if r.data.tags.get("lrlab.diverged") == "true")
-    assert "lr=3.0" in diverged and "lr=0.1" not in diverged
-    lr_critical = next(r for r in second if r.info.run_name == "lr=0.1").data.metrics["lr_critical"]
-    assert all(float(name.split("=")[1]) > lr_critical / 2 for name in diverged)
+    assert diverged == ["lr=3.0 seed=0", "lr=3.0 seed=1"]
+    assert by_name["lr=3.0"].data.metrics["n_diverged"] == 2 and by_name["lr=0.1"].data.metrics["n_diverged"] == 0
+    assert "divergence begins at lr=3 (lr_critical = " in whole.stdout
+    assert "seeds diverged per lr: lr=0.003: 0/2, lr=0.01: 0/2, lr=0.03: 0/2, lr=0.1: 0/2, lr=3: 2/2" in whole.stdout
+    assert parent.data.metrics["largest_stable_lr"] == 0.1 and parent.data.metrics["divergence_onset_lr"] == 3.0
 
-    again = run_cli("experiment=lr_sweep", GRID)
+    again = run_cli("experiment=lr_sweep", GRID, SEEDS)
     assert again.returncode == 0, again.stderr
-    *_, (_, third) = sweeps(client)
+    *_, (_, _, third) = sweeps(client)
     # Every FINISHED job is skipped; only the diverged ones (never FINISHED) run again.
     assert sorted(str(r.info.run_name) for r in third) == diverged
-    assert again.stdout.count("skipped lr=") == len(LRS) - len(diverged)
+    assert again.stdout.count("skipped lr=") == 2 * len(LRS) - len(diverged)
 
 
 def test_reproduce_confirms_a_logged_run_bit_for_bit(
