@@ -27,11 +27,11 @@ install: $(STAMP) ## create .venv and install lrlab with its dev tools, every ve
 sweep: $(STAMP) ## the canonical sweep: lr=0.01,0.03,0.1 into ./mlflow.db
 	$(PY) -m lrlab.run -m lr=0.01,0.03,0.1
 
-test: $(STAMP) ## run every test (unit, integration, e2e) on every core (JOBS=N to choose)
-	$(PY) -m pytest -n $(JOBS) --dist worksteal
+test: $(STAMP) ## run every test (unit, integration, e2e) on every core (JOBS=N to choose); make soak adds variants
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not soak_only"
 
 soak: $(STAMP) ## repeat each concurrency and interrupt case SOAK times (default 20) and print the counts
-	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m soak -q
+	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m "soak or soak_only" -q
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check lrlab tests

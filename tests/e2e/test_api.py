@@ -118,9 +118,9 @@ def test_a_wheel_installed_elsewhere_runs_from_any_folder(tmp_path: Path) -> Non
     )
     assert where.stdout.strip() == str(site / "lrlab" / "conf"), where.stderr
     for command, says in (
-        ([sys.executable, "-m", "lrlab.run", "num_epochs=1", f"hydra.run.dir={tmp_path}/out"], "epoch 1, loss"),
+        # compiled: the wheel carries lrlab.engines too, and numba caches its kernel inside the install
         (
-            [sys.executable, "-m", "lrlab.run", "num_epochs=1", "engine=compiled", f"hydra.run.dir={tmp_path}/c"],
+            [sys.executable, "-m", "lrlab.run", "num_epochs=1", "engine=compiled", f"hydra.run.dir={tmp_path}/o"],
             "epoch 1",
         ),
         ([sys.executable, "-m", "lrlab", "--help"], "lr: 0.03"),
@@ -129,6 +129,5 @@ def test_a_wheel_installed_elsewhere_runs_from_any_folder(tmp_path: Path) -> Non
         done = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, (command, done.stderr)
         assert says in done.stdout, (command, done.stdout)
-    runs = all_runs(MlflowClient(env["MLFLOW_TRACKING_URI"]))
-    assert sorted(run.data.params["engine"] for run in runs) == ["autograd", "compiled"]
-    assert all(run.info.status == "FINISHED" for run in runs)
+    (run,) = all_runs(MlflowClient(env["MLFLOW_TRACKING_URI"]))
+    assert run.data.params["engine"] == "compiled" and run.info.status == "FINISHED"

@@ -79,24 +79,31 @@ def test_lr_study_resumes_where_it_stopped_and_skips_what_finished(run_cli: Cli,
     assert again.stdout.count("skipped lr=") == 2 * len(LRS) - len(diverged)
 
 
-def test_reproduce_confirms_a_logged_run_bit_for_bit(
+def test_reproduce_confirms_a_sweep_and_a_run_bit_for_bit(
     run_cli: Cli, client: MlflowClient, run_reproduce: Callable[[str], subprocess.CompletedProcess[str]]
 ) -> None:
-    done = run_cli("lr=0.05", "model=linear", "optimizer=momentum", "reader=shuffled_index")
+    done = run_cli("-m", "lr=0.02,0.05", "model=linear", "optimizer=momentum", "reader=shuffled_index")
     assert done.returncode == 0, done.stderr
-    (original,) = all_runs(client)
-    check = run_reproduce(original.info.run_id)
+    parent_id = done.stdout.split("sweep: parent run ")[1].split()[0]
+    originals = [r for r in all_runs(client) if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    # Given the sweep's parent (the id a sweep prints), every job is run again and compared.
+    check = run_reproduce(parent_id)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "reproduced bit for bit (same device): every metric history matches" in check.stdout
-    copy = next(r for r in all_runs(client) if r.data.tags.get("lrlab.reproduces") == original.info.run_id)
-    assert copy.data.tags["lrlab.config_hash"] == original.data.tags["lrlab.config_hash"]
-    assert {k: v for k, v in copy.data.params.items() if k != "tracking_uri"} == {
-        k: v for k, v in original.data.params.items() if k != "tracking_uri"
-    }
-    for key in ("train_loss", "w_error", "b_error", "excess_loss"):
-        first = [(m.step, m.value) for m in client.get_metric_history(original.info.run_id, key)]
-        second = [(m.step, m.value) for m in client.get_metric_history(copy.info.run_id, key)]
-        assert sorted(first) == sorted(second) and len(first) == 3
+    assert f"{parent_id} is a sweep: reproducing its 2 job(s)" in check.stdout
+    assert "2 of 2 job(s) reproduced" in check.stdout
+    assert check.stdout.count("reproduced bit for bit (same device): every metric history matches") == 2
+    copies = {r.data.tags["lrlab.reproduces"]: r for r in all_runs(client) if "lrlab.reproduces" in r.data.tags}
+    assert sorted(copies) == sorted(r.info.run_id for r in originals)
+    for original in originals:
+        copy = copies[original.info.run_id]
+        assert copy.data.tags["lrlab.config_hash"] == original.data.tags["lrlab.config_hash"]
+        assert {k: v for k, v in copy.data.params.items() if k != "tracking_uri"} == {
+            k: v for k, v in original.data.params.items() if k != "tracking_uri"
+        }
+        for key in ("train_loss", "w_error", "b_error", "excess_loss"):
+            first = [(m.step, m.value) for m in client.get_metric_history(original.info.run_id, key)]
+            second = [(m.step, m.value) for m in client.get_metric_history(copy.info.run_id, key)]
+            assert sorted(first) == sorted(second) and len(first) == 3
 
     missing = run_reproduce("0123456789abcdef")
     assert missing.returncode == 2 and missing.stderr.strip().startswith("lrlab: error: run_id=")
