@@ -7,6 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 JOBS ?= auto
 SOAK ?= 20
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install sweep test soak lint bench ui studies reproduce
@@ -38,8 +39,8 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check lrlab tests
 	$(VENV)/bin/mypy
 
-bench: $(STAMP) ## samples/s of engine=compiled against engine=autograd, as ratios measured in the same run
-	$(PY) -m lrlab.bench
+bench: $(STAMP) ## lrlab against the seed's own loops, sweep and job costs, peak memory: ratios into BENCHMARKS.md
+	$(PY) -m lrlab.bench $(BENCH_ARGS)
 
 ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)

@@ -1,75 +1,253 @@
-"""``python -m lrlab.bench`` (``make bench``): samples/s of ``engine=compiled`` against ``engine=autograd``.
+"""``python -m lrlab.bench`` (``make bench``): lrlab against the seed's own loops, and what a run and a sweep cost.
 
-For each setting, both engines train the same config in this process: one untimed run each first (torch
-warms up; numba compiles the kernel, or loads it from its cache), then ``--repeats`` timed runs, the
-engines taking turns so that a noisy neighbour slows both. Each run lasts about ``--seconds`` (the number
-of epochs is scaled from the untimed run). The figure is the one a run logs, ``samples_per_second``:
-examples consumed by updates per second of training, the per-epoch evaluation included. Printed: each
-engine's median and the ratio compiled / autograd, the reference measured here and now; only the ratio
-means anything across machines. Untracked: nothing goes to MLflow.
+Every figure is a ratio against a reference measured in the same run, on this machine, now: the seed's
+§3.2/§3.3 loops (``lrlab/benchmarks/seed.py``) for speed, a process that only imports and creates a store
+for a sweep, one run for the vectorized launcher, a seed-sized run for memory. A case that fails prints
+its error in its row and the others go on; nothing here fails on a number. The tables, with the machine
+they ran on, go to ``BENCHMARKS.md`` (``--output``). Targets are issue 11's, reported, never asserted.
+``--quick`` shrinks every case to seconds (a smoke test; its numbers mean little). Untracked: the sweeps
+write to temporary stores that are deleted.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
+import datetime
+import os
 import platform
-import statistics
-import time
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
+import psutil
 import torch
 
-from lrlab.api import compose
-from lrlab.config import Config, EngineConfig
-from lrlab.pipeline import run_pipeline
+from lrlab.benchmarks import processes, speed
 
-SETTINGS = [
-    ("seed: d=2, batch 10, n=1000", []),
-    ("seed, optimizer=adam", ["optimizer=adam"]),
-    ("seed, reader=dataloader", ["reader=dataloader"]),
-    ("wide: d=20, batch 10, n=10000", ["dataset=wide"]),
-    ("wide, batch 100", ["dataset=wide", "batch_size=100"]),
-]
+NOT_AVAILABLE = "not available"
 
 
-def _timed(cfg: Config, engine: str, num_epochs: int) -> tuple[float, float]:
-    """(samples_per_second, wall seconds) of one untracked run."""
-    start = time.perf_counter()
-    result = run_pipeline(dataclasses.replace(cfg, engine=EngineConfig(name=engine), num_epochs=num_epochs))
-    return result.samples_per_second, time.perf_counter() - start
+@dataclass
+class Row:
+    case: str
+    measured: str  # what lrlab did
+    reference: str  # what it is compared with, measured in this run
+    ratio: str  # measured / reference (or the error, or "not available ...")
+    target: str = ""  # issue 11's, where it sets one
+    verdict: str = ""  # "met", "not met", or empty
 
 
-def bench(overrides: list[str], repeats: int, seconds: float) -> tuple[float, float]:
-    """Median samples/s of (autograd, compiled) for the config of ``overrides``."""
-    cfg = compose(*overrides, "num_epochs=1")
-    epochs = {}
-    for engine in ("autograd", "compiled"):
-        _timed(cfg, engine, 1)  # warm-up: compile, cache, first-touch
-        rate, _ = _timed(cfg, engine, 1)
-        epochs[engine] = max(1, math.ceil(seconds * rate / cfg.dataset.num_examples))
-    rates: dict[str, list[float]] = {"autograd": [], "compiled": []}
-    for _ in range(repeats):
-        for engine in rates:
-            rates[engine].append(_timed(cfg, engine, epochs[engine])[0])
-    return statistics.median(rates["autograd"]), statistics.median(rates["compiled"])
+def _verdict(value: float, limit: float, at_least: bool) -> str:
+    return "met" if (value >= limit if at_least else value <= limit) else "not met"
 
 
-def main() -> None:
+def _rate(samples_per_second: float) -> str:
+    return f"{samples_per_second:,.0f}/s"
+
+
+def speed_rows(quick: bool, repeats: int, seconds: float) -> list[Row]:
+    rows = []
+    for case in speed.cases(quick):
+        loop = "§3.2 loop" if case.reference == "scratch" else "§3.3 loop"
+        try:
+            result = speed.measure(case, repeats, seconds)
+        except Exception as error:  # report and go on
+            rows.append(Row(case.name, "", f"seed {loop}", f"error: {_error_line(error)}"))
+            continue
+        for engine, rate in (("autograd", result.autograd), ("compiled", result.compiled)):
+            ratio = rate / result.reference
+            target = case.target if engine == "compiled" else None
+            rows.append(
+                Row(
+                    f"{case.name}: {engine}",
+                    _rate(rate),
+                    f"seed {loop} {_rate(result.reference)}",
+                    f"{ratio:.1f}×",
+                    f"≥ {target:g}×" if target else "",
+                    _verdict(ratio, target, at_least=True) if target else "",
+                )
+            )
+    return rows
+
+
+def _error_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:240]
+
+
+def _guarded(case: str, reference: str, measure: Callable[[], Row]) -> Row:
+    try:
+        return measure()
+    except Exception as error:  # report and go on
+        return Row(case, "", reference, f"error: {_error_line(error)}")
+
+
+def _canonical(repeats: int) -> tuple[Row, float]:
+    """The canonical sweep against its floor; also returns the sweep's seconds."""
+    times = processes.medians({"sweep": processes.sweep(*processes.CANONICAL), "floor": processes.floor()}, repeats)
+    ratio = times["sweep"] / times["floor"]
+    return (
+        Row(
+            "canonical sweep (make sweep: 3 jobs)",
+            f"{times['sweep']:.2f} s",
+            f"floor: imports + fresh store {times['floor']:.2f} s",
+            f"{ratio:.2f}×",
+            "≤ 1.3×",
+            _verdict(ratio, 1.3, at_least=False),
+        ),
+        times["sweep"],
+    )
+
+
+def _marginal_job(repeats: int, jobs: int, many_seconds: float | None) -> Row:
+    """(t_jobs − t_1)/(jobs − 1) of basic-launcher sweeps; ``many_seconds``: t_jobs measured already."""
+    contenders = {"one": processes.sweep("lr=0.03")}
+    if many_seconds is None:
+        contenders["many"] = processes.sweep(processes.NINE_LRS)
+    times = processes.medians(contenders, repeats)
+    many = times["many"] if many_seconds is None else many_seconds
+    per_job = (many - times["one"]) / (jobs - 1)
+    return Row(
+        f"one more job (basic launcher): (t{jobs} − t1)/{jobs - 1}",
+        f"{per_job * 1000:.0f} ms/job",
+        f"the 1-job sweep {times['one']:.2f} s",
+        f"{per_job / times['one']:.3f}× a 1-job sweep",
+        "≤ 100 ms",
+        _verdict(per_job, 0.1, at_least=False),
+    )
+
+
+def _vectorized(repeats: int, count: int, size: int) -> Row:
+    """``count`` jobs (16 lrs, times 16 seeds for 256) through ``launcher=vectorized`` against one run."""
+    name, ref = f"{count} jobs, launcher=vectorized, n={size}", f"one engine=compiled run, n={size}"
+    if not processes.vectorized_available():
+        return Row(name, "", ref, f"{NOT_AVAILABLE} (launcher=vectorized missing)")
+    seeds = ("seed=range(0,16)",) if count == 256 else ()
+    common = (f"dataset.num_examples={size}", "engine=compiled")
+    contenders = {
+        "jobs": processes.sweep("launcher=vectorized", processes.SIXTEEN_LRS, *seeds, *common),
+        "one": processes.single(*common),
+    }
+    times = processes.medians(contenders, repeats)
+    return Row(name, f"{times['jobs']:.2f} s", f"{ref} {times['one']:.2f} s", f"{times['jobs'] / times['one']:.2f}×")
+
+
+def _memory(num_examples: int) -> Row:
+    """Peak memory of a run of ``num_examples`` above a seed-sized run, each a fresh process."""
+    seed_peak, big_peak = processes.peak_memory(1000), processes.peak_memory(num_examples)
+    dataset = num_examples * 3 * 4  # float32 features (n, 2) and labels (n, 1)
+    ratio = (big_peak - seed_peak) / dataset
+    mib = 2**20
+    return Row(
+        f"peak memory, n={num_examples:.0e}, d=2, compiled, 1 epoch",
+        f"{(big_peak - seed_peak) / mib:.0f} MiB above a seed run ({big_peak / mib:.0f} vs {seed_peak / mib:.0f})",
+        f"float32 dataset n·(d+1)·4 = {dataset / mib:.0f} MiB",
+        f"{ratio:.2f}×",
+        "≤ 3×",
+        _verdict(ratio, 3, at_least=False),
+    )
+
+
+def process_rows(quick: bool, repeats: int) -> list[Row]:
+    """The subprocess cases, each row an error of its own if it fails."""
+    rows, canonical_seconds = [], None
+    try:
+        row, canonical_seconds = _canonical(repeats)
+        rows.append(row)
+    except Exception as error:  # report and go on
+        rows.append(Row("canonical sweep (make sweep: 3 jobs)", "", "floor", f"error: {_error_line(error)}"))
+    # --quick takes the canonical sweep (3 jobs) as the larger sweep: one process fewer.
+    jobs, many = (3, canonical_seconds) if quick and canonical_seconds is not None else (9, None)
+    size = 1000 if quick else 100_000
+    cases: list[tuple[str, Callable[[], Row]]] = [
+        ("one more job (basic launcher)", lambda: _marginal_job(repeats, jobs, many)),
+        ("16 jobs, launcher=vectorized", lambda: _vectorized(repeats, 16, size)),
+        ("256 jobs, launcher=vectorized", lambda: _vectorized(repeats, 256, size)),
+        ("peak memory", lambda: _memory(10**6 if quick else 10**7)),
+    ]
+    rows += [_guarded(name, "", measure) for name, measure in cases]
+    return rows
+
+
+def machine() -> list[str]:
+    """The machine and software the figures come from."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = models[0] if models else cpu
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("torch", "numba", "mlflow", "hydra-core"))
+    return [
+        f"- CPU: {cpu}; {os.cpu_count()} logical cores, {usable} usable, torch threads {torch.get_num_threads()}",
+        f"- RAM: {psutil.virtual_memory().total / 2**30:.1f} GiB",
+        f"- OS: {platform.platform()}",
+        f"- Python {platform.python_version()}, {versions}",
+        f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+    ]
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = ["| case | measured | reference (same run) | ratio | target | |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.case} | {r.measured} | {r.reference} | {r.ratio} | {r.target} | {r.verdict} |" for r in rows]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lrlab.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per engine and setting (median)")
-    parser.add_argument("--seconds", type=float, default=0.3, help="about how long each timed run lasts")
-    args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    start = time.perf_counter()
-    _timed(compose("num_epochs=1"), "compiled", 1)
-    first = time.perf_counter() - start
-    print(f"first compiled run in this process: {first:.2f} s (numba's import, and its compile or cache load)")
-    print(f"{'setting':32} {'autograd samples/s':>20} {'compiled samples/s':>20} {'compiled / autograd':>20}")
-    for name, overrides in SETTINGS:
-        autograd, compiled = bench(overrides, args.repeats, args.seconds)
-        print(f"{name:32} {autograd:>20,.0f} {compiled:>20,.0f} {compiled / autograd:>19.1f}x", flush=True)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test in seconds")
+    parser.add_argument("--repeats", type=int, help="timed runs per contender (median); default 3, 1 with --quick")
+    parser.add_argument("--seconds", type=float, help="about how long each small timed run lasts (default 0.3)")
+    parser.add_argument(
+        "--output", type=Path, default=Path("BENCHMARKS.md"), help="where the tables go (default ./BENCHMARKS.md)"
+    )
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    seconds = args.seconds or (0.02 if args.quick else 0.3)
+    about = machine()
+    print("\n".join(about), flush=True)
+
+    print("\nSpeed: samples/s against the seed's own loop on the same data", flush=True)
+    speed_table = speed_rows(args.quick, repeats, seconds)
+    print("\n".join(table(speed_table)), flush=True)
+    print("\nSweeps and memory: wall time of fresh processes, peak resident memory", flush=True)
+    process_table = process_rows(args.quick, repeats)
+    print("\n".join(table(process_table)), flush=True)
+
+    how = "quick: tiny sizes, the numbers mean little" if args.quick else f"median of {repeats} runs each"
+    command = " ".join(["python -m lrlab.bench", *(argv if argv is not None else sys.argv[1:])])
+    text = [
+        "# lrlab benchmarks",
+        "",
+        f"Written by `{command}` ({how}).",
+        "Every ratio is against a reference measured in the same run on the same machine; only ratios mean",
+        "anything across machines. Targets are issue 11's. How each figure is taken: `lrlab/bench.py` and",
+        "`lrlab/benchmarks/`.",
+        "",
+        "## Machine",
+        "",
+        *about,
+        "",
+        "## Speed: samples/s against the seed's own loop on the same data",
+        "",
+        *table(speed_table),
+        "",
+        "## Sweeps and memory",
+        "",
+        *table(process_table),
+        "",
+    ]
+    args.output.write_text("\n".join(text))
+    print(f"\nwritten: {args.output}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        traceback.print_exc(limit=0)
+        sys.exit(130)

@@ -30,31 +30,82 @@ class Reference:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, float)}
 
 
+CHUNK_ROWS = 1 << 16  # rows of A in float64 at a time: 65536·(d+1)·8 bytes per copy (1.5 MiB at d=2)
+
+
+def normal_equations(
+    features: torch.Tensor, labels: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AᵀA (d+1, d+1) and Aᵀy (d+1,) in float64, with A = [X, 1], reading ``chunk_rows`` rows at a time.
+
+    A is never materialised whole in float64 (at n = 10^7, d = 2 that was 240 MB a copy, several copies):
+    each chunk is converted, multiplied and reduced on its own, and the per-chunk sums are added in order,
+    in float64. Element-wise products and torch reductions rather than BLAS matmul/lstsq, whose summation
+    order can depend on memory alignment: the references must be bit-reproducible run to run.
+
+    What chunking changes: for n ≤ ``chunk_rows`` the operations are exactly the one-shot formula's (one
+    chunk, no addition), so the sums are bit-identical to it; beyond, the sums are added in another order
+    and agree with the one-shot formula to float64 round-off (within 1e-12 relative,
+    ``tests/unit/test_theory.py``), and are still the same bits in every run. As before the chunking, a
+    reduction that torch splits across threads (a chunk of more than 32768 elements) is summed in an order
+    that depends on the number of threads: the bits are those of one machine and thread count.
+    """
+    gram = moments = None
+    for start in range(0, len(features), chunk_rows):
+        X = features[start : start + chunk_rows].detach().double().cpu()  # (c, d)
+        y = labels[start : start + chunk_rows].detach().double().cpu().reshape(-1)  # (c,)
+        A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # (c, d+1)
+        columns = A.T.contiguous()  # (d+1, c)
+        chunk_gram = torch.stack([(columns * column).sum(1) for column in columns])  # AᵀA of the chunk
+        chunk_moments = (A * y.unsqueeze(1)).sum(0)  # Aᵀy of the chunk, (d+1,)
+        gram = chunk_gram if gram is None else gram.add_(chunk_gram)
+        moments = chunk_moments if moments is None else moments.add_(chunk_moments)
+    assert gram is not None and moments is not None, "no examples"
+    return gram, moments
+
+
+def _squared_residuals(
+    features: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor, chunk_rows: int
+) -> torch.Tensor:
+    """‖Aθ − y‖² in float64, chunk by chunk as ``normal_equations`` reads A (0-dim)."""
+    total = None
+    for start in range(0, len(features), chunk_rows):
+        X = features[start : start + chunk_rows].detach().double().cpu()  # (c, d)
+        y = labels[start : start + chunk_rows].detach().double().cpu().reshape(-1)  # (c,)
+        A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # (c, d+1)
+        chunk = (((A * theta).sum(1) - y) ** 2).sum()
+        total = chunk if total is None else total.add_(chunk)
+    assert total is not None, "no examples"
+    return total
+
+
 def reference(
-    features: torch.Tensor, labels: torch.Tensor, true_w: list[float], true_b: float, loss: str, lr: float
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    true_w: list[float],
+    true_b: float,
+    loss: str,
+    lr: float,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Reference:
-    """Closed-form references for one dataset and loss, in float64."""
-    X = features.detach().double().cpu()  # (n, d)
-    y = labels.detach().double().cpu().reshape(-1)  # (n,)
-    A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # (n, d+1)
-    # Normal equations from element-wise products and torch reductions rather than BLAS matmul/lstsq,
-    # whose summation order can depend on memory alignment: the references must be bit-reproducible.
-    columns = A.T.contiguous()  # (d+1, n)
-    gram = torch.stack([(columns * column).sum(1) for column in columns])  # AᵀA, (d+1, d+1)
-    moments = (A * y.unsqueeze(1)).sum(0)  # Aᵀy, (d+1,)
+    """Closed-form references for one dataset and loss, in float64, reading the data ``chunk_rows`` rows at a
+    time (see ``normal_equations``): memory beyond the data is a few chunks, whatever n is."""
+    num_examples = len(features)
+    gram, moments = normal_equations(features, labels, chunk_rows)  # (d+1, d+1), (d+1,)
     rank = int(torch.linalg.matrix_rank(gram))
     if rank == len(gram):
         theta, note = torch.linalg.solve(gram, moments), ""  # (d+1,)
     else:  # fewer examples than d+1 (or collinear features): the minimum-norm least-squares fit
         theta = torch.linalg.pinv(gram, hermitian=True) @ moments
-        note = f"min-norm least squares: rank(AᵀA) = {rank} < d+1 = {len(gram)} (n = {len(A)})"
+        note = f"min-norm least squares: rank(AᵀA) = {rank} < d+1 = {len(gram)} (n = {num_examples})"
     scale = LOSS_SCALE[loss]
-    residual = (A * theta).sum(1) - y  # (n,)
-    hessian = 2 * scale * gram / len(A)
+    hessian = 2 * scale * gram / num_examples
     lr_critical = 2 / float(torch.linalg.eigvalsh(hessian).max())
+    # mean() on the CPU is sum() then a division by n, so this is the one-shot (residual**2).mean().
+    mean_squared_residual = _squared_residuals(features, labels, theta, chunk_rows) / num_examples
     return Reference(
-        ols_train_loss=float(scale * (residual**2).mean()),
-        ols_w_error=float(torch.linalg.vector_norm(theta[:-1] - torch.tensor(true_w, dtype=X.dtype))),
+        ols_train_loss=float(scale * mean_squared_residual),
+        ols_w_error=float(torch.linalg.vector_norm(theta[:-1] - torch.tensor(true_w, dtype=torch.float64))),
         ols_b_error=float((theta[-1] - true_b).abs()),
         lr_critical=lr_critical,
         lr_ratio=lr / lr_critical,

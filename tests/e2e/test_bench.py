@@ -1,0 +1,53 @@
+"""``python -m lrlab.bench --quick``: every case prints a row with a ratio or an explicit "not available".
+
+A smoke test of the benchmark's code paths at tiny sizes, never of its numbers: the subprocess cases run
+the real CLI (a sweep, its floor, a 1-job sweep) and two memory processes, about 50 s of CPU on a 2-core VM.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASES = [
+    "seed §3.2: n=1000, d=2, batch 10: autograd",
+    "seed §3.2: n=1000, d=2, batch 10: compiled",
+    "seed §3.3: n=1000, d=2, batch 10: autograd",
+    "seed §3.3: n=1000, d=2, batch 10: compiled",
+    "d=2, batch 10: compiled",
+    "d=2, batch 256: compiled",
+    "d=100, batch 256: compiled",
+    "canonical sweep",
+    "one more job",
+    "16 jobs, launcher=vectorized",
+    "256 jobs, launcher=vectorized",
+    "peak memory",
+]
+RATIO = re.compile(r"\| -?\d[\d,]*(\.\d+)?× ")
+
+
+@pytest.mark.e2e
+def test_quick_bench_prints_every_case_and_writes_the_tables(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "lrlab.bench", "--quick", "--output", str(output)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    for case in CASES:
+        matching = [row for row in rows if case in row]
+        assert matching, f"no row for {case!r} in:\n{done.stdout}"
+        for row in matching:
+            assert RATIO.search(row) or "not available" in row, row
+    written = output.read_text()
+    assert all(row in written for row in rows)
+    assert "## Machine" in written and "torch" in written and "numba" in written
+    assert not (tmp_path / "mlflow.db").exists()  # the sweeps' stores are temporary
