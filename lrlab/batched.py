@@ -55,7 +55,6 @@ MEMBER_FIELDS = (
     "optimizer.betas",
     "divergence_threshold",
 )
-EXACT_FEATURES = 4  # engine=autograd: torch's CPU sgemm sums a forward pass over d <= 4 features in index order
 
 
 @dataclass
@@ -79,28 +78,6 @@ def group_key(cfg: Config) -> str:
             node = node[key]
         node.pop(last, None)
     return json.dumps(tree, sort_keys=True)
-
-
-def unsupported(cfg: Config) -> str | None:
-    """Why ``launcher=vectorized`` cannot train this job as the basic launcher would (one line), or None."""
-    engine = cfg.engine.name
-    if engine == "compiled":
-        return None  # the compiled engine's own kernel, member by member: whatever that engine runs
-    if engine != "autograd":
-        return f"engine={engine}: launcher=vectorized trains engine=autograd or engine=compiled jobs only"
-    if cfg.optimizer.name not in (OptimizerName.sgd_scratch, OptimizerName.sgd):
-        return (
-            f"optimizer={cfg.optimizer.name.value}: launcher=vectorized trains engine=autograd jobs with "
-            "optimizer=sgd_scratch, sgd or momentum only (use engine=compiled, or launcher=basic)"
-        )
-    d = len(cfg.dataset.true_w)
-    if d > EXACT_FEATURES:
-        return (
-            f"dataset.true_w: launcher=vectorized trains engine=autograd jobs of at most {EXACT_FEATURES} features "
-            f"(this one has {d}): torch sums a wider forward pass in another order, so the numbers would not be "
-            "the basic launcher's (use engine=compiled, or launcher=basic)"
-        )
-    return None
 
 
 def train_group(members: list[Member], should_stop: Callable[[], bool]) -> None:
