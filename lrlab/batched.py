@@ -105,13 +105,14 @@ def _train(
     device = first.device.resolve()
     features, labels = generate_dataset(first)  # 1: shared, on the CPU as for one job
     ref = reference(features, labels, first.dataset.true_w, first.dataset.true_b, first.loss.name.value, first.lr)
-    for member in members:  # only lr_ratio depends on the member: lr / lr_critical, as reference() computes it
-        member.on_reference(replace(ref, lr_ratio=member.cfg.lr / ref.lr_critical))
+    refs = [replace(ref, lr_ratio=m.cfg.lr / ref.lr_critical) for m in members]  # lr_ratio as reference() has it
+    for member, member_ref in zip(members, refs, strict=True):
+        member.on_reference(member_ref)
     features, labels = features.to(device), labels.to(device)
     reader = read_dataset(first, features, labels)  # 2: shared
     nets = [define_model(m.cfg, *init_model_params(m.cfg), device) for m in members]  # 3-4: one model each
     loss = define_loss(first)  # 5
-    group = _Group(members, nets, features, labels, ref, loss, end)
+    group = _Group(members, nets, features, labels, refs, loss, end)
     steps = _torch_steps(members, nets, device) if first.engine.name == "autograd" else _numba_steps(members, nets)
     group.set_params = steps.set_params
     start = time.perf_counter()
@@ -136,7 +137,7 @@ class _Group:
         nets: list[LinReg],
         features: torch.Tensor,
         labels: torch.Tensor,
-        ref: Reference,
+        refs: list[Reference],
         loss: Any,
         end: Callable[[int, TrainResult | BaseException], None],
     ) -> None:
@@ -148,7 +149,7 @@ class _Group:
             loss,
             end,
         )
-        self.refs = [replace(ref, lr_ratio=m.cfg.lr / ref.lr_critical) for m in members]
+        self.refs = refs
         self.active = list(range(len(members)))
         self.set_params: Callable[[int, LinReg], None] = lambda index, net: None  # see _Steps
 

@@ -192,7 +192,11 @@ def _launcher_refusal(config: DictConfig) -> Callable[[Config], str | None] | No
     target = config.hydra.launcher.get("_target_") if config.hydra.get("launcher") else None
     if not target:
         return None
-    refusal: Callable[[Config], str | None] | None = getattr(get_class(str(target)), "refusal", None)
+    try:
+        launcher = get_class(str(target))
+    except Exception:  # Hydra reports a launcher it cannot load, as it always has, when it instantiates it
+        return None
+    refusal: Callable[[Config], str | None] | None = getattr(launcher, "refusal", None)
     return refusal
 
 
