@@ -11,7 +11,8 @@ since every member keeps its own step-4 model for the per-epoch evaluation that 
   documents for torch's autograd step on one model: the forward pass and ``Xᵀr`` summed in index order,
   the bias gradient in torch's own sum order, the update rounded as torch rounds it (``addcmul`` is torch's
   fused multiply-add of ``add_(alpha=-lr)``). On the CPU that is the basic launcher's history bit for bit
-  for d <= 4 features; on a GPU, cuBLAS sums the one-model pass in its own order (round-off apart).
+  for d <= 4 features. On a GPU (not checked) cuBLAS sums the one-model pass in its own order: expect
+  float32 round-off differences there, not equality.
 - ``engine=compiled``: the compiled engine's numba kernel for each member in turn (``steps_of_group``),
   so each member's numbers are the compiled engine's, for every combination it supports.
 

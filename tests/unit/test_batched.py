@@ -21,10 +21,10 @@ MakeCfg = Callable[..., Config]
 
 def test_a_group_shares_data_and_order_and_differs_only_in_what_one_model_owns(make_cfg: MakeCfg) -> None:
     base = group_key(make_cfg("lr=0.03"))
-    for own in ("lr=0.5", "model.init_std=0.2", "init_seed=7", "divergence_threshold=10"):
+    for own in ("lr=0.5", "model.init_std=0.2", "init_seed=7"):
         assert group_key(make_cfg(own)) == base, own
     assert group_key(make_cfg("optimizer=sgd", "optimizer.momentum=0.5")) == group_key(make_cfg("optimizer=momentum"))
-    for shared in ("seed=1", "batch_size=20", "num_epochs=2", "reader=shuffled_index", "loss=mse", "data_seed=3"):
+    for shared in ("seed=1", "batch_size=20", "reader=shuffled_index", "data_seed=3"):
         assert group_key(make_cfg(shared)) != base, shared  # seed=1 derives other data and another shuffle
     pinned = ("data_seed=5", "shuffle_seed=6")  # then the seed only derives the init stream: one group
     assert group_key(make_cfg(*pinned, "seed=0")) == group_key(make_cfg(*pinned, "seed=1", "lr=0.1"))
