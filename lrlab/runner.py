@@ -2,6 +2,9 @@
 
 validate the composed config -> start an MLflow run -> the pipeline -> end the run with its status.
 Entry points (``lrlab.run``, ``lrlab.reproduce``) call ``run_job``; it calls the pipeline and the tracker.
+``run_job`` is ``open_job`` (the run started and described) then ``TrackedRun.conclude`` (how it ended): a
+launcher that trains several jobs at once (``launcher=vectorized``) calls the two halves itself and feeds
+each run the epochs it trained, so that every launcher's record is this module's.
 """
 
 from __future__ import annotations
