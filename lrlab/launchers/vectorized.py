@@ -56,7 +56,7 @@ MEMBER_KEYS = (
     "optimizer.betas",
     "divergence_threshold",
 )
-TAGS = {"lrlab.launcher": "vectorized"}  # and lrlab.vectorized_group: how many jobs its group trained at once
+TAGS = {"lrlab.launcher": "vectorized"}  # and lrlab.vectorized_group: how many jobs its group had
 
 
 @dataclass
