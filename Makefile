@@ -34,8 +34,8 @@ soak: $(STAMP) ## repeat each concurrency and interrupt case SOAK times (default
 	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m soak -q
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check lrlab tests
-	$(VENV)/bin/ruff format --check lrlab tests
+	$(VENV)/bin/ruff check lrlab tests hydra_plugins
+	$(VENV)/bin/ruff format --check lrlab tests hydra_plugins
 	$(VENV)/bin/mypy
 
 bench: $(STAMP) ## samples/s of engine=compiled against engine=autograd, as ratios measured in the same run
