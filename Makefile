@@ -35,8 +35,8 @@ soak: $(STAMP) ## repeat each concurrency and interrupt case SOAK times (default
 	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m "soak or soak_only" -q
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check lrlab tests
-	$(VENV)/bin/ruff format --check lrlab tests
+	$(VENV)/bin/ruff check lrlab tests hydra_plugins
+	$(VENV)/bin/ruff format --check lrlab tests hydra_plugins
 	$(VENV)/bin/mypy
 
 bench: $(STAMP) ## lrlab against the seed's own loops, sweep and job costs, peak memory: ratios into BENCHMARKS.md

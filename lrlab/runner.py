@@ -2,6 +2,9 @@
 
 validate the composed config -> start an MLflow run -> the pipeline -> end the run with its status.
 Entry points (``lrlab.run``, ``lrlab.reproduce``) call ``run_job``; it calls the pipeline and the tracker.
+``run_job`` is ``open_job`` (the run started and described) then ``TrackedRun.conclude`` (how it ended): a
+launcher that trains several jobs at once (``launcher=vectorized``) calls the two halves itself and feeds
+each run the epochs it trained, so that every launcher's record is this module's.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -45,12 +49,37 @@ class JobResult:
     result: TrainResult | None = None  # the seven steps' result (FINISHED runs)
 
 
-def print_epoch(result: EpochResult) -> None:
-    print(f"epoch {result.epoch}, loss {result.train_loss:f}", flush=True)
+def print_epoch(result: EpochResult, label: str = "") -> None:
+    print(f"{label}epoch {result.epoch}, loss {result.train_loss:f}", flush=True)
+
+
+def should_stop() -> bool:
+    """Whether a stop (Ctrl-C, SIGTERM) was asked for: training asks before every step."""
+    return interrupt.stop_requested() is not None
 
 
 def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> JobResult:
     """One job: a tracked run of the pipeline."""
+    run = open_job(dcfg, run_name, extra_tags)
+    if isinstance(run, JobResult):  # skipped, or refused after a stop, or failed as it started
+        return run
+    try:
+        result = run_pipeline(run.cfg, run.on_epoch, run.on_reference, should_stop)
+    except BaseException as error:  # Diverged, Stopped, a crash or a forced interrupt: the run records it
+        return run.conclude(error)
+    return run.conclude(result)
+
+
+def open_job(
+    dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None, label: str = ""
+) -> TrackedRun | JobResult:
+    """The first half of a job, under Hydra's config of that job: validate it, hear a stop, skip a config that
+    already FINISHED (rerun=false), start its MLflow run and record what the run is (params, tags, config.yaml,
+    the dataset). What trains it reports to the returned run, which ``conclude`` ends. A ``JobResult`` when
+    there is nothing to train: skipped, refused after a stop (a worker), or failed while recording.
+
+    ``label`` prefixes the run's printed epoch lines (a launcher that trains several jobs at once).
+    """
     hydra_cfg = HydraConfig.get()
     choices = dict(hydra_cfg.runtime.choices)
     cfg = to_config(dcfg, choices)
@@ -64,7 +93,7 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
     if _store_down:
         raise StoreUnreachable(_store_down)
     try:
-        return _tracked_job(dcfg, cfg, choices, uri, run_name, extra_tags)
+        run = _start_run(dcfg, cfg, choices, uri, run_name, extra_tags, label)
     except JobFailed:
         raise
     except Exception:  # before the run existed (the store, the experiment): a dead server, or a bug
@@ -72,6 +101,13 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
         if down:
             raise down from None
         raise
+    if isinstance(run, JobResult):
+        return run
+    try:
+        run.begin()
+    except BaseException as error:
+        return run.conclude(error)
+    return run
 
 
 def _unreachable(uri: str) -> StoreUnreachable | None:
@@ -83,14 +119,15 @@ def _unreachable(uri: str) -> StoreUnreachable | None:
     return StoreUnreachable(_store_down)
 
 
-def _tracked_job(
+def _start_run(
     dcfg: DictConfig,
     cfg: Config,
     choices: dict[str, str],
     uri: str,
     run_name: str | None,
     extra_tags: dict[str, str] | None,
-) -> JobResult:
+    label: str,
+) -> TrackedRun | JobResult:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
@@ -120,67 +157,100 @@ def _tracked_job(
         **environment_tags(cfg.device.resolve()),
         **(extra_tags or {}),
     }
-    if multirun:
-        tags["lrlab.job_num"] = str(hydra_cfg.job.num)
+    job_num = int(hydra_cfg.job.num) if multirun else None
+    if job_num is not None:
+        tags["lrlab.job_num"] = str(job_num)
     tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
-    status = KILLED  # whatever escapes below without setting a status is an interrupt
-    try:
-        tracker.log_params(params)
-        tracker.log_text(config_yaml(dcfg), "config.yaml")
-        tracker.log_inputs([dataset_input(cfg)])
+    return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
 
-        def on_epoch(result: EpochResult) -> None:
-            # printed only once stored: an epoch on the screen is an epoch in the record
-            metrics = {key: getattr(result, key) for key in METRICS}
-            tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result))
 
-        def on_reference(ref: Reference) -> None:
-            tracker.log_metrics(ref.as_metrics(), step=0)
-            if ref.ols_note:
-                tracker.set_tags({"lrlab.ols": ref.ols_note})
+class TrackedRun:
+    """One job's MLflow run while it trains: ``begin`` records what it is, ``on_reference`` and ``on_epoch``
+    record what training reports, ``conclude`` records how it ended and sets its final status on every path.
+    """
 
-        def should_stop() -> bool:
-            return interrupt.stop_requested() is not None
+    def __init__(
+        self,
+        tracker: Tracker,
+        cfg: Config,
+        dcfg: DictConfig,
+        params: dict[str, Any],
+        name: str,
+        uri: str,
+        job_num: int | None,
+        label: str = "",
+    ) -> None:
+        self.tracker, self.cfg, self.dcfg, self.params = tracker, cfg, dcfg, params
+        self.name, self.uri, self.job_num, self.label = name, uri, job_num, label
 
+    @property
+    def run_id(self) -> str:
+        return self.tracker.run_id
+
+    def begin(self) -> None:
+        self.tracker.log_params(self.params)
+        self.tracker.log_text(config_yaml(self.dcfg), "config.yaml")
+        self.tracker.log_inputs([dataset_input(self.cfg)])
+
+    def on_epoch(self, result: EpochResult) -> None:
+        # printed only once stored: an epoch on the screen is an epoch in the record
+        metrics = {key: getattr(result, key) for key in METRICS}
+        self.tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result, self.label))
+
+    def on_reference(self, ref: Reference) -> None:
+        self.tracker.log_metrics(ref.as_metrics(), step=0)
+        if ref.ols_note:
+            self.tracker.set_tags({"lrlab.ols": ref.ols_note})
+
+    def conclude(self, outcome: TrainResult | BaseException) -> JobResult:
+        """End the run with what training came to: a result (FINISHED), ``Diverged`` (FAILED, tagged),
+        ``Stopped`` (KILLED; in the main process it then raises ``KeyboardInterrupt``), another exception
+        (FAILED with its traceback; raised again outside a sweep, or when the store is gone)."""
+        tracker, cfg, multirun = self.tracker, self.cfg, self.job_num is not None
+        status = KILLED  # whatever escapes below without setting a status is an interrupt
         try:
-            result = run_pipeline(cfg, on_epoch, on_reference, should_stop)
-        except Diverged as diverged:
-            tracker.flush()
-            print(f"{diverged} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
-            tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": diverged.epoch})
-            _log_curves(tracker, cfg, diverged.history)
+            if isinstance(outcome, Diverged):
+                tracker.flush()
+                print(f"{self.label}{outcome} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
+                tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": outcome.epoch})
+                _log_curves(tracker, cfg, outcome.history)
+                status = FAILED
+                return JobResult(tracker.run_id, FAILED, math.inf)
+            if isinstance(outcome, Stopped):
+                tracker.flush()
+                why = f"{interrupt.stop_requested()} during epoch {outcome.epoch}"
+                tracker.set_tags({"lrlab.stopped": why})
+                print(
+                    f"stopped by {why}: {self.name} ends KILLED with its {len(outcome.history)} epoch(s) stored",
+                    flush=True,
+                )
+                if interrupt.is_worker():
+                    return JobResult(tracker.run_id, KILLED, math.nan)
+                raise KeyboardInterrupt(why) from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            _log_result(tracker, cfg, outcome)
+            status = FINISHED
+            return JobResult(tracker.run_id, FINISHED, outcome.history[-1].train_loss, outcome)
+        except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
+            down = _unreachable(self.uri)
+            if down:
+                status = ""  # the store is gone: nothing more can be written
+                raise down from None
             status = FAILED
-            return JobResult(tracker.run_id, FAILED, math.inf)
-        except Stopped as stopped:
-            tracker.flush()
-            why = f"{interrupt.stop_requested()} during epoch {stopped.epoch}"
-            tracker.set_tags({"lrlab.stopped": why})
-            print(f"stopped by {why}: {name} ends KILLED with its {len(stopped.history)} epoch(s) stored", flush=True)
-            if interrupt.is_worker():
-                return JobResult(tracker.run_id, KILLED, math.nan)
-            raise KeyboardInterrupt(why) from None
-        _log_result(tracker, cfg, result)
-        status = FINISHED
-        return JobResult(tracker.run_id, FINISHED, result.history[-1].train_loss, result)
-    except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
-        down = _unreachable(uri)
-        if down:
-            status = ""  # the store is gone: nothing more can be written
-            raise down from None
-        status = FAILED
-        what = redact(f"{type(error).__name__}: {error}")
-        with contextlib.suppress(Exception):  # recording the error must not replace it (e.g. no artifact store)
-            tracker.set_tags({"lrlab.error": what[:5000]})
-            tracker.log_text(redact(traceback.format_exc()), "error.txt")
-        if multirun:
-            print(f"job {hydra_cfg.job.num} failed: {what}", file=sys.stderr, flush=True)
-            return JobResult(tracker.run_id, FAILED, math.nan)
-        raise JobFailed(f"run {tracker.run_id} failed: {what}") from error
-    finally:
-        if status:
-            tracker.end(status)
-        else:
-            tracker.abandon()
+            what = redact(f"{type(error).__name__}: {error}")
+            with contextlib.suppress(Exception):  # recording the error must not replace it (e.g. no artifact store)
+                tracker.set_tags({"lrlab.error": what[:5000]})
+                tracker.log_text(redact(traceback.format_exc()), "error.txt")
+            if multirun:
+                print(f"job {self.job_num} failed: {what}", file=sys.stderr, flush=True)
+                return JobResult(tracker.run_id, FAILED, math.nan)
+            raise JobFailed(f"run {tracker.run_id} failed: {what}") from error
+        finally:
+            if status:
+                tracker.end(status)
+            else:
+                tracker.abandon()
 
 
 def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> None:

@@ -17,6 +17,7 @@ import json
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,11 @@ from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from lrlab import interrupt
-from lrlab.config import Config, job_config, to_config
+from lrlab.config import Config, ConfigError, job_config, to_config
 from lrlab.errors import Abort, JobFailed, UsageError
 from lrlab.names import GROUPS_ENV, PARENT_ENV, REPLICATE_KEY, SWEEP_KEYS_ENV, group_name, job_run_name, redact
 from lrlab.orphans import ORPHANED, end_orphans
@@ -139,10 +141,14 @@ class LrlabCallback(Callback):
         replicated = plan is not None and REPLICATE_KEY in plan.keys  # seeds are replicates: jobs in groups
         group_of: dict[str, str] = {}  # config hash -> group name, in a sweep over seeds
         jobs: list[tuple[Config, dict[str, Any]]] = []
+        refusal = _launcher_refusal(config)
         for overrides in plan.jobs if plan else []:
             job = compose(config_name="config", overrides=overrides, return_hydra_config=True)
             choices = dict(job.hydra.runtime.choices)
             cfg = to_config(job, choices)
+            refused = refusal(cfg) if refusal else None
+            if refused:
+                raise ConfigError(refused)
             jobs.append((cfg, run_params(job_config(job), choices)))
             planned[config_hash(cfg)] = job_run_name(overrides)
             if replicated:
@@ -177,6 +183,21 @@ class LrlabCallback(Callback):
             print(f"sweep: {len(counts)} group(s) of seed replicates: {', '.join(counts)}", flush=True)
             os.environ[GROUPS_ENV] = json.dumps({name: g.tracker.run_id for name, g in _active.groups.items()})
         os.environ[PARENT_ENV] = parent.run_id
+
+
+def _launcher_refusal(config: DictConfig) -> Callable[[Config], str | None] | None:
+    """The launcher's own check of a job, if it has one: ``refusal(cfg)`` says in one line why it cannot run
+    a job (lrlab's ``launcher=vectorized`` trains only some combinations), so that it is refused before any
+    run exists, like a bad value."""
+    target = config.hydra.launcher.get("_target_") if config.hydra.get("launcher") else None
+    if not target:
+        return None
+    try:
+        launcher = get_class(str(target))
+    except Exception:  # Hydra reports a launcher it cannot load, as it always has, when it instantiates it
+        return None
+    refusal: Callable[[Config], str | None] | None = getattr(launcher, "refusal", None)
+    return refusal
 
 
 @dataclass

@@ -212,7 +212,31 @@ def _steps(
                 b[0] = param
 
 
-def _update_rule(optimizer: Update) -> tuple[int, np.ndarray]:
+@_jit
+def steps_of_group(
+    features: Any,
+    labels: Any,
+    order: Any,
+    begin: int,
+    end: int,
+    batch_size: int,
+    w: Any,  # (K, d) float32: model m's weights in row m
+    b: Any,  # (K, 1) float32
+    rule: int,
+    mse: bool,
+    hyper: Any,  # (K, 5) float64
+    state: Any,  # (K, 3, d + 1) float32
+    count: Any,  # (K, 1) int64
+    active: Any,  # (K,) bool: the models still training
+) -> None:
+    """``_steps`` for each active model of a group that shares the data and its order (launcher=vectorized,
+    ``lrlab/batched.py``): every model gets this engine's arithmetic, so its numbers are this engine's."""
+    for m in range(w.shape[0]):
+        if active[m]:
+            _steps(features, labels, order, begin, end, batch_size, w[m], b[m], rule, mse, hyper[m], state[m], count[m])
+
+
+def update_rule(optimizer: Update) -> tuple[int, np.ndarray]:
     """The kernel's rule and hyperparameters (lr, momentum, beta1, beta2, eps), read off step 6's optimiser."""
     if isinstance(optimizer, ScratchSGD):
         return SCRATCH_SGD, np.array([optimizer.lr, 0, 0, 0, 0], np.float64)
@@ -229,7 +253,7 @@ def _update_rule(optimizer: Update) -> tuple[int, np.ndarray]:
     raise NotImplementedError(f"the compiled engine has no kernel for {torch_optimizer!r}")
 
 
-def _is_mse(cfg: Config) -> bool:
+def is_mse(cfg: Config) -> bool:
     match cfg.loss.name:
         case LossName.squared:
             return False
@@ -256,8 +280,8 @@ def train(
     # Views of the model's own parameters (scratch: w (d, 1), b; linear: weight (1, d), bias): the kernel
     # updates them in place, so that the model the epoch's evaluation runs is the one trained.
     w, b = (param.detach().numpy().reshape(-1) for param in net.parameters())
-    rule, hyper = _update_rule(optimizer)
-    mse = _is_mse(cfg)
+    rule, hyper = update_rule(optimizer)
+    mse = is_mse(cfg)
     state, count = np.zeros((3, dim + 1), np.float32), np.zeros(1, np.int64)
     span = cfg.batch_size * max(1, WORK_PER_CALL // (cfg.batch_size * (dim + 1)))  # examples per kernel call
     args = (cfg.batch_size, w, b, rule, mse, hyper, state, count)

@@ -1,0 +1,1 @@
+"""lrlab's ``launcher=vectorized`` as a Hydra launcher plugin (see ``vectorized_launcher.py``)."""
