@@ -17,10 +17,12 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-22s %s\n", $$1, $$2}'
 
 # --no-compile: Python compiles each module on its first import instead of pip compiling all of them up
-# front (torch, mlflow...): this halves a cold install.
+# front (torch, mlflow...): this halves a cold install. editable_mode=compat puts the checkout on sys.path,
+# so that Hydra's plugin scan, which walks the hydra_plugins folders on the path, finds launcher=vectorized.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock \
+		--config-settings editable_mode=compat -e '.[dev]'
 	touch $@
 
 install: $(STAMP) ## create .venv and install lrlab with its dev tools, every version pinned

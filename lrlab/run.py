@@ -28,7 +28,7 @@ from lrlab.config import CONF_DIR, register_configs
 from lrlab.errors import Abort, LrlabError, StoreUnreachable, UsageError, user_error_line
 from lrlab.names import redact, redact_uri
 from lrlab.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
-from lrlab.sweep import end_sweep
+from lrlab.sweep import abandon_sweep, end_sweep
 
 register_configs()
 
@@ -42,12 +42,14 @@ def hydra_main(dcfg: DictConfig) -> float:
 
 def _end_sweep_after(status: str, store_down: bool = False) -> None:
     """End a sweep that an error or an interrupt cut short; a store that is gone cannot be written."""
+    if store_down:
+        abandon_sweep()
+        return
     try:
         end_sweep(status)
     except Exception as error:  # the original error is what the user needs to read
-        if not store_down:
-            why = redact(str(error))[:200]
-            print(f"lrlab: the sweep's parent run could not be ended {status}: {why}", file=sys.stderr)
+        why = redact(str(error))[:200]
+        print(f"lrlab: the sweep's parent run could not be ended {status}: {why}", file=sys.stderr)
 
 
 def quiet_libraries() -> None:

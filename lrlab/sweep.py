@@ -212,6 +212,20 @@ class _Sweep:
 _active: _Sweep | None = None  # the sweep in progress in this process, so that main can end it on any path
 
 
+def abandon_sweep() -> None:
+    """The store is gone: stop the sweep's heartbeats and write nothing (each write would wait out its
+    retries). Its RUNNING runs are ended KILLED as orphans by the next start against the store."""
+    global _active
+    if _active is None:
+        return
+    sweep, _active = _active, None
+    for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
+        os.environ.pop(name, None)
+    for group in sweep.groups.values():
+        group.tracker.abandon()
+    sweep.parent.abandon()
+
+
 def end_sweep(status: str | None = None) -> None:
     """End the sweep in progress: summary, then the parent's status from a ``finally``.
 

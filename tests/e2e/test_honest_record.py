@@ -72,6 +72,14 @@ def test_conclusions_come_only_from_finished_runs(run_cli: Cli, client: MlflowCl
     assert statuses == ["FAILED", "FINISHED", "FINISHED"], done.stdout
     assert "error_slope" not in parent.data.metrics
     assert "no error slope: it needs at least 3 sizes that finished (2 did)" in done.stdout
+    # A diverged job fails alone, keeps what it logged, and leaves the sweep FINISHED with exit 0.
+    (diverged,) = [r for r in all_runs(client) if r.info.status == "FAILED"]
+    assert diverged.info.run_name == "dataset.num_examples=20" and diverged.data.tags["lrlab.diverged"] == "true"
+    assert diverged.data.tags["lrlab.diverged_epoch"] == "1"
+    assert client.get_metric_history(diverged.info.run_id, "train_loss")
+    assert parent.info.status == "FINISHED"
+    summary = done.stdout.split("status")[-1]
+    assert "DIVERGED" in summary and summary.count("FINISHED") == 2
 
 
 def test_a_basic_auth_server_works_and_the_password_appears_nowhere(tmp_path: Path) -> None:

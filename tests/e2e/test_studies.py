@@ -14,9 +14,9 @@ from tests.e2e.test_cli import all_runs
 pytestmark = pytest.mark.e2e
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-# The lr study's grid, cut to five points that span it (both sides of the stability edge), and its 5 seeds cut
+# The lr study's grid, cut to four points that span it (both sides of the stability edge), and its 5 seeds cut
 # to 2, to keep the test short.
-LRS = ["0.003", "0.01", "0.03", "0.1", "3.0"]
+LRS = ["0.01", "0.03", "0.1", "3.0"]
 GRID = "hydra.sweeper.params.lr='" + ",".join(LRS) + "'"
 SEEDS = "hydra.sweeper.params.seed='0,1'"
 
@@ -68,7 +68,7 @@ def test_lr_study_resumes_where_it_stopped_and_skips_what_finished(run_cli: Cli,
     assert diverged == ["lr=3.0 seed=0", "lr=3.0 seed=1"]
     assert by_name["lr=3.0"].data.metrics["n_diverged"] == 2 and by_name["lr=0.1"].data.metrics["n_diverged"] == 0
     assert "divergence begins at lr=3 (lr_critical = " in whole.stdout
-    assert "seeds diverged per lr: lr=0.003: 0/2, lr=0.01: 0/2, lr=0.03: 0/2, lr=0.1: 0/2, lr=3: 2/2" in whole.stdout
+    assert "seeds diverged per lr: lr=0.01: 0/2, lr=0.03: 0/2, lr=0.1: 0/2, lr=3: 2/2" in whole.stdout
     assert parent.data.metrics["largest_stable_lr"] == 0.1 and parent.data.metrics["divergence_onset_lr"] == 3.0
 
     again = run_cli("experiment=lr_sweep", GRID, SEEDS)
