@@ -106,3 +106,34 @@ def test_a_slope_needs_three_finished_sizes() -> None:
     assert loglog_slope([100, 1000, 1000], [0.1, 0.03, 0.03]) is None  # 2 distinct sizes
     assert loglog_slope([100, 1000, 10000], [0.1, float("inf"), 1.8e308]) is None  # diverged values drop out
     assert loglog_slope([100, 1000, 10000], [1.0, 0.1, 0.01]) == pytest.approx(-1.0)
+
+
+JOBS = [
+    ["lr=0.01", "seed=0"],
+    ["lr=0.03", "seed=1"],  # differs only in plain values: derived from the first
+    ["lr=1e-3", "seed=2", "dataset.true_w=[1.5,-2,0.5]", "dataset.num_examples=17"],
+    ["optimizer=momentum", "optimizer.momentum=0.5", "lr=0.1"],  # another choice: composed
+    ["optimizer=momentum", "optimizer.momentum=0.8", "lr=0.2"],
+    ["experiment=lr_sweep", "lr=0.3", "seed=4"],  # a study, with its own defaults list
+    ["experiment=lr_sweep", "lr=3.0", "seed=5"],
+]
+
+
+def test_a_job_derived_from_a_composed_sibling_equals_its_own_composition(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    from omegaconf import OmegaConf
+
+    from lrlab.config import job_config
+    from lrlab.sweep import JobComposer
+
+    compose_job = JobComposer()
+    for overrides in JOBS:
+        derived, composed = compose_job(overrides), compose_cfg(*overrides, return_hydra_config=True)
+        assert OmegaConf.to_container(job_config(derived)) == OmegaConf.to_container(job_config(composed))
+        assert dict(derived.hydra.runtime.choices) == dict(composed.hydra.runtime.choices)
+    with pytest.raises(Exception, match="lr") as derived_error:  # a bad value: refused as Hydra refuses it
+        compose_job(["lr=abc", "seed=1"])
+    with pytest.raises(Exception, match="lr") as composed_error:
+        compose_cfg("lr=abc", "seed=1")
+    assert type(derived_error.value) is type(composed_error.value)
