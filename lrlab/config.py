@@ -187,6 +187,10 @@ class DeviceConfig:
         )
         return torch.device(self.name.value)
 
+    def kind(self) -> str:
+        """The device type this config runs on (``cpu``, ``cuda``, ``mps``); only ``auto`` asks torch."""
+        return self.resolve().type if self.name is DeviceName.auto else self.name.value
+
 
 @dataclass
 class EngineConfig:
@@ -311,7 +315,7 @@ class Config:
             tree.pop(key)
         tree["streams"] = {stream: self.stream_seed(stream) for stream in ("data", "init", "shuffle")}
         tree["dataset"].pop("name")
-        tree["device"] = {"name": self.device.resolve().type}
+        tree["device"] = {"name": self.device.kind()}
         if self.optimizer.name is not OptimizerName.sgd:
             tree["optimizer"].pop("momentum")
         if self.optimizer.name is not OptimizerName.adam:

@@ -169,9 +169,6 @@ class LrlabCallback(Callback):
             raise Abort(error) from error
 
     def _start_sweep(self, config: DictConfig) -> None:
-        from lrlab.groups import plan_groups, start_groups
-        from lrlab.tracking import Tracker, dataset_input
-
         plan = plan_sweep(config)  # every job has at least one value of each key: never empty
         os.environ[SWEEP_KEYS_ENV] = ",".join(plan.keys if plan else [])
         planned: dict[str, str] = {}  # config hash -> run name, for every planned job
@@ -191,6 +188,10 @@ class LrlabCallback(Callback):
             planned[config_hash(cfg)] = job_run_name(overrides)
             if replicated:
                 group_of[config_hash(cfg)] = group_name(overrides, plan.keys if plan else [])
+        # Every job is valid: now the MLflow side (imported only here, so that a refusal costs no import).
+        from lrlab.groups import plan_groups, start_groups
+        from lrlab.tracking import Tracker, dataset_input
+
         cfg = to_config(config, dict(config.hydra.runtime.choices))
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_store(uri)
