@@ -93,6 +93,7 @@ def compare(
         raise UsageError(f"sweep={sweep!r} is a run, not a sweep's parent (its tag lrlab.sweep is not set)")
     experiment_id, parent_id = parent.info.experiment_id, parent.info.run_id
     groups = [r for r in child_runs(client, experiment_id, parent_id) if r.data.tags.get(GROUP_TAG) == "true"]
+    groups.sort(key=lambda r: r.info.start_time)  # created in the sweep's order
     runs = groups or sweep_jobs(client, experiment_id, parent_id)
     metrics = GROUP_METRICS if groups else JOB_METRICS
     params = sorted({key for run in runs for key in run.data.params})
