@@ -19,6 +19,8 @@ help: ## list the targets
 # --no-compile, then one import of what lrlab runs: Python compiles only the modules lrlab imports (about
 # 12 s) instead of pip compiling every file of torch, mlflow... (about 40 s), and before the tests' parallel
 # processes would each compile them at once; the same run fills numba's cache for engine=compiled.
+# PYTHONDONTWRITEBYTECODE, where a shell sets it, would make every process compile them again: not here.
+unexport PYTHONDONTWRITEBYTECODE
 # editable_mode=compat puts the checkout on sys.path, so that Hydra's plugin scan, which walks the
 # hydra_plugins folders on the path, finds launcher=vectorized.
 $(STAMP): pyproject.toml requirements.lock
