@@ -67,7 +67,7 @@ def compare(
 
     from lrlab.names import redact_uri
     from lrlab.store import check_store, resolve_tracking_uri
-    from lrlab.tracking import GROUP_TAG, child_runs, sweep_jobs
+    from lrlab.tracking import GROUP_TAG, child_runs, outcome, sweep_jobs
 
     uri = resolve_tracking_uri(tracking_uri)
     check_store(uri)
@@ -107,10 +107,7 @@ def compare(
             row["n"] = int(run.data.metrics.get("n_replicates", 0))
             row["diverged"] = int(run.data.metrics.get("n_diverged", 0))
         row |= {key: run.data.metrics.get(key, math.nan) for key in metrics}
-        if not groups and run.data.tags.get("lrlab.diverged") == "true":
-            row["status"] = "DIVERGED"
-        else:
-            row["status"] = run.info.status
+        row["status"] = outcome(run)  # a group run is never tagged diverged: its own status
         row["run_id"] = run.info.run_id
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -67,12 +67,16 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def job_run_name(task_overrides: list[str]) -> str:
-    """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
-    keys = sweep_keys()
-    named = [o for o in task_overrides if not keys or _key(o) in keys]
+def _name_after(overrides: list[str], keys: list[str] | None) -> str:
+    """The overrides of ``keys`` (all of them for None), without where or how the run is recorded."""
+    named = [o for o in overrides if keys is None or _key(o) in keys]
     named = [o for o in named if not _key(o).startswith(NOT_IN_NAMES)]
     return redact(" ".join(named)) or "defaults"
+
+
+def job_run_name(task_overrides: list[str]) -> str:
+    """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
+    return _name_after(task_overrides, sweep_keys() or None)
 
 
 def sweep_keys() -> list[str]:
@@ -82,6 +86,4 @@ def sweep_keys() -> list[str]:
 
 def group_name(job_overrides: list[str], keys: list[str]) -> str:
     """The group of a sweep's job over seeds: what the sweep varies apart from the seed (``lr=0.03``)."""
-    named = [o for o in job_overrides if _key(o) in keys and _key(o) != REPLICATE_KEY]
-    named = [o for o in named if not _key(o).startswith(NOT_IN_NAMES)]
-    return redact(" ".join(named)) or "defaults"
+    return _name_after(job_overrides, [k for k in keys if k != REPLICATE_KEY])

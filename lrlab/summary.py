@@ -18,8 +18,8 @@ from mlflow.entities import Run
 from lrlab import report
 from lrlab.groups import Group, aggregate
 from lrlab.names import REPLICATE_KEY
-from lrlab.replicates import slope_interval, spread
-from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, finished_run, sweep_jobs
+from lrlab.replicates import fit_slope, slope_interval, spread
+from lrlab.tracking import FAILED, FINISHED, KILLED, Tracker, finished_run, outcome, sweep_jobs
 
 MIN_SLOPE_SIZES = 3  # a slope through fewer distinct sizes confirms nothing
 
@@ -27,10 +27,6 @@ MIN_SLOPE_SIZES = 3  # a slope through fewer distinct sizes confirms nothing
 def children(parent: Tracker) -> list[Run]:
     """The sweep's job runs (under its groups, in a sweep over seeds), in job order."""
     return sweep_jobs(parent.client, parent.experiment_id, parent.run_id)
-
-
-def outcome(run: Run) -> str:
-    return "DIVERGED" if run.data.tags.get("lrlab.diverged") == "true" else run.info.status
 
 
 def concluded(run: Run, metric: str) -> bool:
@@ -96,7 +92,7 @@ def loglog_slope(xs: list[float], ys: list[float]) -> float | None:
     points = [(x, y) for x, y in zip(xs, ys, strict=True) if report.plottable(y) and x > 0]
     if len({x for x, _ in points}) < MIN_SLOPE_SIZES:
         return None
-    return float(np.polyfit(np.log([x for x, _ in points]), np.log([y for _, y in points]), 1)[0])
+    return fit_slope([x for x, _ in points], [y for _, y in points])
 
 
 def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:

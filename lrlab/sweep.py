@@ -251,15 +251,22 @@ class _Sweep:
 _active: _Sweep | None = None  # the sweep in progress in this process, so that main can end it on any path
 
 
+def _take_active() -> _Sweep | None:
+    """The sweep in progress, now no longer in progress: its environment for jobs is cleared."""
+    global _active
+    sweep, _active = _active, None
+    if sweep is not None:
+        for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
+            os.environ.pop(name, None)
+    return sweep
+
+
 def abandon_sweep() -> None:
     """The store is gone: stop the sweep's heartbeats and write nothing (each write would wait out its
     retries). Its RUNNING runs are ended KILLED as orphans by the next start against the store."""
-    global _active
-    if _active is None:
+    sweep = _take_active()
+    if sweep is None:
         return
-    sweep, _active = _active, None
-    for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
-        os.environ.pop(name, None)
     for group in sweep.groups.values():
         group.tracker.abandon()
     sweep.parent.abandon()
@@ -272,15 +279,12 @@ def end_sweep(status: str | None = None) -> None:
     asked for (KILLED, then ``KeyboardInterrupt``). Given (by main, on an error or an interrupt): that status.
     Any child still RUNNING is ended KILLED: the launcher has returned or is gone, so no process owns it.
     """
-    global _active
-    if _active is None:
+    sweep = _take_active()
+    if sweep is None:
         return
     from lrlab.summary import summarise
     from lrlab.tracking import FAILED, FINISHED, KILLED
 
-    sweep, _active = _active, None
-    for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
-        os.environ.pop(name, None)
     final = status or FAILED  # if the summary raises
     failed: list[str] = []
     try:

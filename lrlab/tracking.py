@@ -61,6 +61,11 @@ def finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> 
     return found[0] if found else None
 
 
+def outcome(run: Run) -> str:
+    """A run's status, with DIVERGED for a run that ended FAILED because it diverged (tag lrlab.diverged)."""
+    return "DIVERGED" if run.data.tags.get("lrlab.diverged") == "true" else run.info.status
+
+
 GROUP_TAG = "lrlab.group"  # a group run of a sweep over seeds (lrlab/groups.py)
 
 
