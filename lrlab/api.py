@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -22,8 +23,10 @@ from lrlab import interrupt
 from lrlab.config import CONF_DIR, Config, ConfigError, job_config, register_configs, to_config
 from lrlab.errors import user_error_line
 from lrlab.pipeline import EpochResult, TrainResult, run_pipeline
-from lrlab.runner import JobResult, run_job
 from lrlab.store import bound_http_retries, check_store, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from lrlab.runner import JobResult
 
 _COMPOSED = "_lrlab_composed"  # the Hydra composition behind a Config from compose(), which run() records
 
@@ -61,6 +64,8 @@ def run(cfg: Config, tracking_uri: str | None = None, experiment_name: str | Non
     ./mlflow.db, and ``lrlab``). Returns the run's id, status and ``TrainResult``. Ctrl-C during the run ends
     it KILLED and raises ``KeyboardInterrupt``; a job that crashes raises ``JobFailed``.
     """
+    from lrlab.runner import run_job  # MLflow: only a tracked run needs it
+
     composed = getattr(cfg, _COMPOSED, None)
     if not isinstance(composed, DictConfig):
         raise TypeError("lrlab.run takes a Config made by lrlab.compose(...)")

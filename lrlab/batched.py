@@ -97,6 +97,18 @@ def train_group(members: list[Member], should_stop: Callable[[], bool]) -> None:
                 end(index, error)
 
 
+def train_together(cfgs: list[Config]) -> list[tuple[list[EpochResult], TrainResult | BaseException]]:
+    """Train ``cfgs`` (one group) untracked: each member's history and outcome, in the order of ``cfgs``."""
+    outcomes: dict[int, TrainResult | BaseException] = {}
+
+    def on_end(index: int) -> Callable[[TrainResult | BaseException], None]:
+        return lambda outcome: outcomes.__setitem__(index, outcome)
+
+    members = [Member(cfg, lambda _: None, lambda _: None, on_end(i)) for i, cfg in enumerate(cfgs)]
+    train_group(members, lambda: False)
+    return [(member.history, outcomes[i]) for i, member in enumerate(members)]
+
+
 def _train(
     members: list[Member],
     should_stop: Callable[[], bool],

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from lrlab.benchmarks import processes, speed
+from lrlab.benchmarks import batched, processes, speed
 
 NOT_AVAILABLE = "not available"
 
@@ -151,6 +151,30 @@ def _memory(num_examples: int) -> Row:
 
 
 QUICK_SKIP = "skipped under --quick (make bench runs it)"
+CUDA_HEADING = "## CUDA: the vectorized path's batched torch ops on a GPU"
+
+
+def batched_rows(device: str, quick: bool, repeats: int) -> list[Row]:
+    """K jobs as one batched group against one run, in this process (``benchmarks/batched.py``)."""
+    engine = "compiled" if device == "cpu" else "autograd"
+    size, counts = (2_000, (16,)) if quick else (100_000, (16, 256))
+    batch_sizes = (10,) if quick or device == "cpu" else (10, 256)
+    out = []
+    for batch_size in batch_sizes:
+        case = f"jobs as one group, {engine} on {device}, batch {batch_size}"
+        try:
+            out += [Row(*row) for row in batched.rows(device, engine, size, batch_size, counts, repeats)]
+        except Exception as error:  # report and go on
+            out.append(Row(case, "", "one run", f"error: {_error_line(error)}"))
+    return out
+
+
+def kept_cuda_section(output: Path) -> list[str]:
+    """The CUDA section of an earlier ``BENCHMARKS.md``, kept where this machine has no GPU to measure it."""
+    if not output.exists():
+        return []
+    text = output.read_text()
+    return text[text.index(CUDA_HEADING) :].rstrip().splitlines() if CUDA_HEADING in text else []
 
 
 def process_rows(quick: bool, repeats: int) -> list[Row]:
@@ -214,6 +238,24 @@ def main(argv: list[str] | None = None) -> None:
     process_table = process_rows(args.quick, repeats)
     print("\n".join(table(process_table)), flush=True)
 
+    print("\nThe vectorized path in one process (no MLflow): K jobs as one batched group", flush=True)
+    batched_table = batched_rows("cpu", args.quick, repeats)
+    print("\n".join(table(batched_table)), flush=True)
+    if torch.cuda.is_available():
+        print(f"\nCUDA ({torch.cuda.get_device_name()})", flush=True)
+        cuda_table = batched_rows("cuda", args.quick, repeats)
+        print("\n".join(table(cuda_table)), flush=True)
+        cuda_section = [
+            CUDA_HEADING,
+            "",
+            f"Measured by this run on {torch.cuda.get_device_name()}.",
+            "",
+            *table(cuda_table),
+        ]
+    else:
+        cuda_section = kept_cuda_section(args.output)
+        print("\nno CUDA device here: the CUDA section of", args.output, "is kept" if cuda_section else "is absent")
+
     how = "quick: tiny sizes, the numbers mean little" if args.quick else f"median of {repeats} runs each"
     command = " ".join(["python -m lrlab.bench", *(argv if argv is not None else sys.argv[1:])])
     text = [
@@ -235,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
         "## Sweeps and memory",
         "",
         *table(process_table),
+        "",
+        "## The vectorized path in one process (no MLflow, no CLI)",
+        "",
+        *table(batched_table),
+        "",
+        *cuda_section,
         "",
     ]
     args.output.write_text("\n".join(text))

@@ -84,6 +84,11 @@ def _row_sum(values: Any, start: int, stride: int, size: int, acc: Any) -> Any:
     (``multi_row_sum``), then the leftover elements, then the partial sums. ``acc`` is scratch space (4, 4).
     """
     rows = size // 4
+    if rows == 0:  # no row of four: the leftover elements alone (what the general path adds to zeros)
+        total = np.float32(0)
+        for e in range(size):
+            total += values[start + stride * e]
+        return total
     ceil_log2 = 1 if rows <= 2 else int(np.log2(rows - 1)) + 1
     level_power = max(4, ceil_log2 // 4)
     level_step = 1 << level_power

@@ -27,6 +27,7 @@ CASES = [
     "16 jobs, launcher=vectorized",
     "256 jobs, launcher=vectorized",
     "peak memory",
+    "16 jobs, one batched group, compiled on cpu",
 ]
 RATIO = re.compile(r"\| -?\d[\d,]*(\.\d+)?× ")
 

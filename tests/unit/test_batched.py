@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lrlab.batched import Member, group_key, train_group
+from lrlab.batched import group_key, train_together
 from lrlab.config import Config
 from lrlab.engines.results import Diverged, EpochResult, TrainResult
 from lrlab.pipeline import run_pipeline
@@ -52,12 +52,7 @@ def test_every_member_gets_the_history_it_gets_alone(
     make_cfg: MakeCfg, common: tuple[str, ...], members: tuple[tuple[str, ...], ...]
 ) -> None:
     cfgs = [make_cfg(*common, *own) for own in members]
-    outcomes: dict[int, TrainResult | BaseException] = {}
-    group = [
-        Member(cfg, lambda ref: None, lambda epoch: None, lambda outcome, i=i: outcomes.__setitem__(i, outcome))
-        for i, cfg in enumerate(cfgs)
-    ]
-    train_group(group, lambda: False)
+    together = train_together(cfgs)
     for i, cfg in enumerate(cfgs):
-        assert group[i].history == history_alone(cfg), members[i]
-        assert isinstance(outcomes[i], Diverged if cfg.lr >= 3 else TrainResult), members[i]
+        assert together[i][0] == history_alone(cfg), members[i]
+        assert isinstance(together[i][1], Diverged if cfg.lr >= 3 else TrainResult), members[i]
