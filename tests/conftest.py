@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from lrlab.config import Config, register_configs, to_config
+from tests.servers import LrlabServer, lrlab_server, reachable_folder
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -76,6 +77,28 @@ def run_cli(tmp_path: Path, tracking_uri: str) -> Callable[..., subprocess.Compl
         )
 
     return run
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[LrlabServer]:
+    """``python -m lrlab.server`` (``make server``) over a new PostgreSQL cluster, shared by a module's tests.
+
+    ``.uri`` is its tracking URI, ``.folder`` its ``--dir``; ``.stop()`` stops it (SIGINT), ``.start()`` starts
+    it again on the same folder. Skipped where PostgreSQL's binaries are missing (.ci/run installs them).
+    """
+    from lrlab.server import find_pg_bin
+
+    if find_pg_bin() is None:
+        pytest.skip("no PostgreSQL binaries (apt-get install postgresql)")
+    folder = reachable_folder("lrlab-pg-")
+    server = None
+    try:
+        server = lrlab_server(folder / "server")
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

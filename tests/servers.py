@@ -1,16 +1,25 @@
-"""A real ``mlflow server`` on 127.0.0.1 for the tests, optionally with basic auth; stopped with its workers."""
+"""A real ``mlflow server`` on 127.0.0.1 for the tests, optionally with basic auth; stopped with its workers.
+
+``LrlabServer``: the server that ``make server`` runs (``python -m lrlab.server``, over PostgreSQL).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 ADMIN, ADMIN_PASSWORD = "admin", "s3cret-Admin-Pw-123"  # basic auth wants at least 12 characters
@@ -88,3 +97,93 @@ class Server:
 def server(folder: Path, auth: bool = False) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     return Server(folder, free_port(), auth).start()
+
+
+URI_LINE = re.compile(r"MLFLOW_TRACKING_URI=(\S+) \(backend (\S+), artifacts")
+
+
+@dataclass
+class LrlabServer:
+    """``python -m lrlab.server`` (what ``make server`` runs) in a subprocess: its printed URI, its stop by signal.
+
+    ``stop`` sends the signal to the server process alone (it stops its own children, as on Ctrl-C); whatever
+    it started and left behind is then killed, so a test that fails leaves nothing running.
+    """
+
+    folder: Path
+    port: int
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[str] | None = None
+    uri: str = ""
+    backend: str = ""
+    output: list[str] = field(default_factory=list)
+    _descendants: list[psutil.Process] = field(default_factory=list)
+
+    def start(self, timeout: float = 120) -> LrlabServer:
+        command = [sys.executable, "-m", "lrlab.server", "--dir", str(self.folder), "--port", str(self.port)]
+        self.output, self.uri, self.backend = [], "", ""
+        self.process = subprocess.Popen(
+            [*command, "--workers", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            match = next(filter(None, map(URI_LINE.search, self.output)), None)
+            if match:
+                self.uri, self.backend = match.group(1), match.group(2)
+                self._descendants = psutil.Process(self.process.pid).children(recursive=True)
+                return self
+            time.sleep(0.1)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"lrlab.server did not start: {''.join(self.output)[-2000:]}")
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.output.append(line)
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every process the server has started (PostgreSQL and its backends, mlflow server and its workers)."""
+        assert self.process is not None
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60) -> int | None:
+        """Signal the server, wait for it (``timeout``), then kill anything it left; its exit code, None if it hung."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        with contextlib.suppress(psutil.Error):
+            self._descendants += psutil.Process(process.pid).children(recursive=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+        try:
+            code: int | None = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for leftover in self._descendants:
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
+        psutil.wait_procs(self._descendants, timeout=10)
+        return code
+
+
+def reachable_folder(prefix: str) -> Path:
+    """A new folder under the system's temporary folder that PostgreSQL's unprivileged user can reach.
+
+    pytest's own ``tmp_path`` sits under /tmp/pytest-of-root (mode 0700), which that user cannot enter.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o711)
+    return folder
+
+
+def lrlab_server(folder: Path, env: dict[str, str] | None = None) -> LrlabServer:
+    return LrlabServer(folder, free_port(), env).start()

@@ -1,0 +1,134 @@
+"""``python -m lrlab.server`` (``make server``): a real PostgreSQL cluster, a real mlflow server, the real CLI.
+
+One server (the module-scoped ``pg_server``) serves the sweep and the stop-and-restart test; the SQLite
+fallback and the refusals start processes of their own. Every wait is bounded and every process is stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import psutil
+import psycopg2
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lrlab.server import PG_BIN_ENV
+from tests.servers import LrlabServer, free_port, lrlab_server, reachable_folder
+
+pytestmark = pytest.mark.e2e
+
+
+def postgres_on(data: Path) -> list[psutil.Process]:
+    """Every process running PostgreSQL on the cluster in ``data``."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(data) in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_a_sweep_lands_in_the_postgresql_store(pg_server: LrlabServer, tmp_path: Path) -> None:
+    experiment = f"server-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "lrlab.run", "-m", "lr=0.01,0.03", "dataset.num_examples=100", "num_epochs=2"]
+    command += [f"tracking_uri={pg_server.uri}", f"experiment_name={experiment}", f"hydra.sweep.dir={tmp_path}/m"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    client = MlflowClient(pg_server.uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("lrlab.sweep") == "true"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(run.data.params["lr"] for run in children) == ["0.01", "0.03"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("train_loss", "w_error", "b_error", "excess_loss"):
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2], key
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"config.yaml", "params.json"}
+        assert (pg_server.folder / "artifacts" / experiment_id / child.info.run_id / "artifacts/config.yaml").is_file()
+    assert "summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    # The store really is the PostgreSQL cluster in DIR/pg: read the runs from its tables directly.
+    assert pg_server.backend.startswith("postgresql")
+    assert (pg_server.folder / "pg" / "PG_VERSION").is_file()
+    socket_dir = parse_qs(urlsplit(pg_server.backend).query)["host"][0]
+    with psycopg2.connect(dbname="mlflow", user="lrlab", host=socket_dir) as db, db.cursor() as cursor:
+        cursor.execute("SELECT run_uuid, status FROM runs WHERE experiment_id = %s", (int(experiment_id),))
+        assert dict(cursor.fetchall()) == {run.info.run_id: "FINISHED" for run in runs}
+    db.close()
+
+
+def test_sigint_stops_everything_and_a_restart_keeps_the_data(pg_server: LrlabServer) -> None:
+    kept = MlflowClient(pg_server.uri).create_experiment(f"kept-{uuid.uuid4().hex[:8]}")
+    started = pg_server.descendants()
+    assert {p.name() for p in started} >= {"postgres"}, "PostgreSQL runs under the server"
+    cluster_made = (pg_server.folder / "pg" / "PG_VERSION").stat().st_mtime_ns
+
+    begin = time.monotonic()
+    assert pg_server.stop(signal.SIGINT, timeout=60) == 0
+    assert time.monotonic() - begin < 30
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    assert not postgres_on(pg_server.folder / "pg")
+
+    pg_server.start()  # the same folder and port: the same cluster, its data kept
+    assert (pg_server.folder / "pg" / "PG_VERSION").stat().st_mtime_ns == cluster_made
+    assert MlflowClient(pg_server.uri).get_experiment(kept).lifecycle_stage == "active"
+
+
+def test_without_postgresql_binaries_it_serves_sqlite() -> None:
+    folder = reachable_folder("lrlab-sqlite-")
+    server = None
+    try:
+        server = lrlab_server(folder / "server", env={PG_BIN_ENV: "/nonexistent"})
+        notes = [line for line in server.output if "no PostgreSQL binaries" in line]
+        assert len(notes) == 1 and "SQLite store" in notes[0]
+        assert server.backend == f"sqlite:///{folder / 'server' / 'mlflow.db'}"
+        client = MlflowClient(server.uri)
+        run = client.create_run(client.create_experiment("fallback"))
+        client.log_metric(run.info.run_id, "x", 1.0)
+        client.set_terminated(run.info.run_id)
+        assert (folder / "server" / "mlflow.db").stat().st_size > 0 and not (folder / "server" / "pg").exists()
+        assert server.stop(signal.SIGTERM, timeout=60) == 0
+    finally:
+        if server is not None:
+            server.stop(signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    """A port in use, a folder that cannot be made: one line naming the key, exit 2, nothing started."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", free_port()))
+    listener.listen()
+    port = listener.getsockname()[1]
+    (tmp_path / "file").write_text("")
+    cases = {
+        "--port": ["--port", str(port), "--dir", str(tmp_path / "a")],
+        "--dir": ["--port", str(free_port()), "--dir", str(tmp_path / "file" / "server")],
+    }
+    try:
+        for key, args in cases.items():
+            done = subprocess.run(
+                [sys.executable, "-m", "lrlab.server", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={**os.environ, PG_BIN_ENV: "/nonexistent"},
+            )
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.startswith(f"lrlab server: error: {key} ") and done.stderr.count("\n") == 1
+            assert "Traceback" not in done.stderr + done.stdout
+    finally:
+        listener.close()
