@@ -5,12 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
+SERVER_DIR ?= .lrlab/server
+WORKERS ?= 4
 JOBS ?= auto
 SOAK ?= 20
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep test soak lint bench ui studies reproduce
+.PHONY: help install sweep test soak lint bench ui server studies reproduce
 STUDIES := $(basename $(notdir $(wildcard experiments/*.yaml)))
 
 help: ## list the targets
@@ -52,6 +54,9 @@ bench: $(STAMP) ## lrlab against the seed's own loops, sweep and job costs, peak
 
 ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+server: $(STAMP) ## a tracking server for many hosts: MLflow over PostgreSQL in $(SERVER_DIR) on http://$(HOST):$(PORT) (WORKERS=4)
+	$(PY) -m lrlab.server --host $(HOST) --port $(PORT) --dir $(SERVER_DIR) --workers $(WORKERS)
 
 study-%: $(STAMP) ## run one study from experiments/ (resumable; e.g. make study-lr_sweep)
 	@test -f experiments/$*.yaml || { echo "lrlab: error: study=$* does not exist: choose one of $(STUDIES)" >&2; exit 2; }

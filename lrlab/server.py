@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,8 +384,6 @@ class TrackingServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        from lrlab.store import server_answers
-
         command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend]
         command += ["--artifacts-destination", str(self.folder / "artifacts")]
         command += ["--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
@@ -394,7 +393,7 @@ class TrackingServer:
                 command, stdout=log, stderr=log, cwd=self.folder, env=env, start_new_session=True
             )
         deadline = time.monotonic() + START_SECONDS
-        while not server_answers(self.uri):
+        while not self.answers():
             if self.process.poll() is not None:
                 raise ServerFailed(
                     f"mlflow server exited during start: {_last_line(self.folder / 'mlflow.log')} "
@@ -403,6 +402,14 @@ class TrackingServer:
             if time.monotonic() > deadline:
                 raise ServerFailed(f"mlflow server did not answer within {START_SECONDS:.0f} s")
             time.sleep(0.2)
+
+    def answers(self) -> bool:
+        """Whether /health answers 200. Plain urllib: importing MLflow here would cost seconds at start and exit."""
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -454,7 +461,7 @@ def serve(folder: Path, host: str, port: int, workers: int) -> None:
         pg_bin = find_pg_bin()
         cluster: Cluster | None = None
         if pg_bin is None:
-            from lrlab.store import check_store, ensure_store
+            from lrlab.store import check_store
 
             backend = f"sqlite:///{folder / 'mlflow.db'}"
             print(
@@ -463,8 +470,7 @@ def serve(folder: Path, host: str, port: int, workers: int) -> None:
                 + f": serving the SQLite store {folder / 'mlflow.db'} instead",
                 flush=True,
             )
-            check_store(backend)
-            ensure_store(backend)
+            check_store(backend)  # a folder or another file in its place is refused; mlflow server creates it
         else:
             cluster = Cluster(folder, pg_bin, pg_user())
             started.callback(cluster.stop)

@@ -80,11 +80,10 @@ def run_cli(tmp_path: Path, tracking_uri: str) -> Callable[..., subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def pg_server() -> Iterator[LrlabServer]:
-    """``python -m lrlab.server`` (``make server``) over a new PostgreSQL cluster, shared by a module's tests.
+def pg_server_module() -> Iterator[LrlabServer]:
+    """``python -m lrlab.server`` (what ``make server`` runs) over a new PostgreSQL cluster: one per module.
 
-    ``.uri`` is its tracking URI, ``.folder`` its ``--dir``; ``.stop()`` stops it (SIGINT), ``.start()`` starts
-    it again on the same folder. Skipped where PostgreSQL's binaries are missing (.ci/run installs them).
+    Skipped where PostgreSQL's binaries are missing (.ci/run installs them).
     """
     from lrlab.server import find_pg_bin
 
@@ -99,6 +98,18 @@ def pg_server() -> Iterator[LrlabServer]:
         if server is not None:
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_server(pg_server_module: LrlabServer) -> LrlabServer:
+    """The module's PostgreSQL-backed server, running: ``.uri``, ``.folder`` (its --dir), ``.backend``, ``.stop()``.
+
+    A test may stop it (SIGINT, as Ctrl-C); the next test that asks for it gets it started again on the same
+    folder, whatever order the tests run in.
+    """
+    if pg_server_module.process is None:
+        pg_server_module.start()
+    return pg_server_module
 
 
 @pytest.fixture

@@ -10,19 +10,22 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
 import psycopg2
 import pytest
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from lrlab.server import PG_BIN_ENV
+from lrlab.server import PG_BIN_ENV, Cluster, find_pg_bin, pg_user
 from tests.servers import LrlabServer, free_port, lrlab_server, reachable_folder
 
 pytestmark = pytest.mark.e2e
@@ -68,8 +71,9 @@ def test_a_sweep_lands_in_the_postgresql_store(pg_server: LrlabServer, tmp_path:
     db.close()
 
 
-def test_sigint_stops_everything_and_a_restart_keeps_the_data(pg_server: LrlabServer) -> None:
-    kept = MlflowClient(pg_server.uri).create_experiment(f"kept-{uuid.uuid4().hex[:8]}")
+def test_sigint_stops_everything_and_the_cluster_keeps_its_data(pg_server: LrlabServer) -> None:
+    kept = f"kept-{uuid.uuid4().hex[:8]}"
+    MlflowClient(pg_server.uri).create_experiment(kept)
     started = pg_server.descendants()
     assert {p.name() for p in started} >= {"postgres"}, "PostgreSQL runs under the server"
     cluster_made = (pg_server.folder / "pg" / "PG_VERSION").stat().st_mtime_ns
@@ -81,24 +85,42 @@ def test_sigint_stops_everything_and_a_restart_keeps_the_data(pg_server: LrlabSe
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     assert not postgres_on(pg_server.folder / "pg")
 
-    pg_server.start()  # the same folder and port: the same cluster, its data kept
+    # A second start reuses the cluster and its data: the cluster part of it, the same code, without the
+    # seconds that mlflow server's start costs (the next test that needs the server starts it whole).
+    cluster = Cluster(pg_server.folder, find_pg_bin() or Path("/nonexistent"), pg_user())
+    try:
+        assert cluster.create() is False
+        socket_dir = parse_qs(urlsplit(cluster.start()).query)["host"][0]
+        with psycopg2.connect(dbname="mlflow", user="lrlab", host=socket_dir) as db, db.cursor() as cursor:
+            cursor.execute("SELECT lifecycle_stage FROM experiments WHERE name = %s", (kept,))
+            assert cursor.fetchall() == [("active",)]
+        db.close()
+    finally:
+        cluster.stop()
     assert (pg_server.folder / "pg" / "PG_VERSION").stat().st_mtime_ns == cluster_made
-    assert MlflowClient(pg_server.uri).get_experiment(kept).lifecycle_stage == "active"
+    assert not postgres_on(pg_server.folder / "pg")
 
 
-def test_without_postgresql_binaries_it_serves_sqlite() -> None:
+def test_without_postgresql_binaries_it_serves_sqlite(store_template: Path) -> None:
     folder = reachable_folder("lrlab-sqlite-")
+    store = folder / "server" / "mlflow.db"
+    store.parent.mkdir()
+    shutil.copy(store_template, store)  # migrated already: the server's start skips MLflow's migrations
     server = None
     try:
         server = lrlab_server(folder / "server", env={PG_BIN_ENV: "/nonexistent"})
         notes = [line for line in server.output if "no PostgreSQL binaries" in line]
-        assert len(notes) == 1 and "SQLite store" in notes[0]
-        assert server.backend == f"sqlite:///{folder / 'server' / 'mlflow.db'}"
+        assert len(notes) == 1 and f"serving the SQLite store {store}" in notes[0], server.output
+        assert server.backend == f"sqlite:///{store}"
         client = MlflowClient(server.uri)
         run = client.create_run(client.create_experiment("fallback"))
-        client.log_metric(run.info.run_id, "x", 1.0)
+        client.log_batch(run.info.run_id, metrics=[Metric("x", 1.0, 0, 1)])
         client.set_terminated(run.info.run_id)
-        assert (folder / "server" / "mlflow.db").stat().st_size > 0 and not (folder / "server" / "pg").exists()
+        with closing(sqlite3.connect(store)) as db:
+            assert db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run.info.run_id,)).fetchall() == [
+                ("FINISHED",)
+            ]
+        assert not (folder / "server" / "pg").exists()
         assert server.stop(signal.SIGTERM, timeout=60) == 0
     finally:
         if server is not None:
