@@ -292,7 +292,7 @@ class Cluster:
             inside.chmod(0o700)
             self.user.own(inside)
             return inside
-        short = Path(tempfile.mkdtemp(prefix="lrlab-pg-"))
+        short = Path(tempfile.mkdtemp(prefix="lrlab-sock-"))
         self.user.own(short)
         self._temporary_socket_dir = True
         return short
@@ -452,10 +452,12 @@ def _wait(processes: dict[str, subprocess.Popen[bytes] | None], folder: Path) ->
 
 def serve(folder: Path, host: str, port: int, workers: int) -> None:
     """Check, start, print the URI, wait for a signal; everything started is stopped on every path."""
+    if not folder.exists():
+        check_port(host, port)  # before creating a folder for nothing
     folder = prepare_folder(folder)
-    check_port(host, port)
     with folder_lock(folder), contextlib.ExitStack() as started:
-        stop_leftovers(folder)
+        stop_leftovers(folder)  # a server killed outright may hold the port still
+        check_port(host, port)
         artifacts = folder / "artifacts"
         artifacts.mkdir(exist_ok=True)
         pg_bin = find_pg_bin()
