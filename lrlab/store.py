@@ -30,10 +30,15 @@ if TYPE_CHECKING:
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_SECONDS = 120.0  # creating a store takes about 1.3 s; a lock held this long is not a store being made
+DATABASES = ("postgresql", "mysql", "mssql")
+# SQLAlchemy's name of a driver -> (its module, its pip package). SQLAlchemy 2.1 reads a bare postgresql:// with
+# psycopg (3); lrlab installs psycopg2 (make server's store), which postgresql+psycopg2:// names.
 DRIVERS = {
-    "postgresql": ("psycopg2", "psycopg2-binary"),
-    "mysql": ("pymysql", "pymysql"),
-    "mssql": ("pyodbc", "pyodbc"),
+    "psycopg2": ("psycopg2", "psycopg2-binary"),
+    "psycopg": ("psycopg", "psycopg[binary]"),
+    "mysqldb": ("MySQLdb", "mysqlclient"),
+    "pymysql": ("pymysql", "pymysql"),
+    "pyodbc": ("pyodbc", "pyodbc"),
 }
 
 
@@ -148,10 +153,8 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         _check_sqlite(uri)
     elif scheme in ("http", "https"):
         probe_server(uri, timeout)
-    elif scheme in DRIVERS:
-        module, package = DRIVERS[scheme]
-        if importlib.util.find_spec(module) is None:
-            raise _fail(uri, f"the {scheme} driver is not installed (pip install {package})")
+    elif scheme in DATABASES:
+        _check_driver(uri, scheme)
     elif scheme == "file":
         raise _fail(
             uri,
@@ -161,6 +164,21 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         raise _fail(uri, "not a tracking URI: use sqlite:///path/to/mlflow.db or http(s)://host:port")
     elif scheme != "databricks":
         raise _fail(uri, f"unknown scheme {scheme!r}; use sqlite:///path/to/mlflow.db or http(s)://host:port")
+
+
+def _check_driver(uri: str, scheme: str) -> None:
+    """The database driver that SQLAlchemy would load for ``uri`` is installed (it is imported only at connect)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        driver = str(make_url(uri).get_dialect().driver)
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise _fail(uri, f"SQLAlchemy cannot read it ({error})") from None
+    module, package = DRIVERS.get(driver, (driver, driver))
+    if importlib.util.find_spec(module) is None:
+        hint = "; lrlab installs psycopg2: write postgresql+psycopg2://" if scheme == "postgresql" else ""
+        raise _fail(uri, f"its {scheme} driver {driver} is not installed (pip install {package}){hint}")
 
 
 def ensure_store(uri: str) -> None:
