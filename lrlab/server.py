@@ -392,6 +392,7 @@ class TrackingServer:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=log, cwd=self.folder, env=env, start_new_session=True
             )
+        self._record()
         deadline = time.monotonic() + START_SECONDS
         while not self.answers():
             if self.process.poll() is not None:
@@ -402,6 +403,15 @@ class TrackingServer:
             if time.monotonic() > deadline:
                 raise ServerFailed(f"mlflow server did not answer within {START_SECONDS:.0f} s")
             time.sleep(0.2)
+
+    def _record(self) -> None:
+        """Its process group, for the next start in this folder should this lrlab.server be killed outright."""
+        import psutil
+
+        assert self.process is not None
+        with contextlib.suppress(psutil.Error):
+            started = psutil.Process(self.process.pid).create_time()
+            (self.folder / LEFTOVERS).write_text(json.dumps({"mlflow": [self.process.pid, started]}))
 
     def answers(self) -> bool:
         """Whether /health answers 200. Plain urllib: importing MLflow here would cost seconds at start and exit."""
@@ -427,14 +437,6 @@ def stop_leftovers(folder: Path) -> None:
                 os.killpg(pid, signal.SIGTERM)
             _kill_group_rest(pid)
     path.unlink(missing_ok=True)
-
-
-def record_children(folder: Path, server: TrackingServer) -> None:
-    import psutil
-
-    assert server.process is not None
-    started = psutil.Process(server.process.pid).create_time()
-    (folder / LEFTOVERS).write_text(json.dumps({"mlflow": [server.process.pid, started]}))
 
 
 def _wait(processes: dict[str, subprocess.Popen[bytes] | None], folder: Path) -> None:
@@ -482,7 +484,6 @@ def serve(folder: Path, host: str, port: int, workers: int) -> None:
         started.callback(server.stop)
         started.callback((folder / LEFTOVERS).unlink, missing_ok=True)
         server.start()
-        record_children(folder, server)
         print(
             f"lrlab server: MLFLOW_TRACKING_URI={server.uri} (backend {redact_uri(backend)}, artifacts {artifacts}, "
             f"logs {folder}/*.log; Ctrl-C stops it)",
