@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def ray_address() -> Iterator[str]:
         for process in _ray_processes(temp_dir):  # any the head did not stop (e.g. after its SIGKILL)
             process.kill()
         _, alive = psutil.wait_procs(_ray_processes(temp_dir), timeout=10)
+        shutil.rmtree(temp_dir, ignore_errors=True)
         assert not alive, f"Ray processes left: {[p.pid for p in alive]}"
 
 
