@@ -28,7 +28,7 @@ unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock \
-		--config-settings editable_mode=compat -e '.[dev]'
+		--config-settings editable_mode=compat -e '.[dev,cluster]'
 	$(PY) -c "import lrlab.runner, lrlab.summary, lrlab.sweep, lrlab.compare, mlflow.server, lrlab as l; \
 		l.train(l.compose('engine=compiled', 'num_epochs=1'))" > /dev/null
 	touch $@

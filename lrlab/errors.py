@@ -23,6 +23,18 @@ class JobFailed(LrlabError):
     """A job (or some jobs of a sweep) ended FAILED for a reason other than divergence."""
 
 
+class JobsLost(JobFailed):
+    """Jobs of a sweep whose process died (SIGKILL, out of memory, a lost node) and so could not end their runs:
+    the launcher reports them once every other job has ended, and the sweep ends their runs KILLED."""
+
+    @classmethod
+    def of(cls, lost: list[str]) -> JobsLost:
+        return cls(
+            f"{len(lost)} job(s) lost, their worker died: {'; '.join(lost)}. Their runs end KILLED; the same "
+            "command with rerun=false runs only the jobs that did not finish"
+        )
+
+
 class StoreUnreachable(BaseException):
     """The tracking server stopped answering mid-run: every later job would fail the same way.
 
