@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lrlab import interrupt
-from lrlab.errors import JobsLost
+from lrlab.errors import JobsLost, UsageError
 from lrlab.names import redact
 from lrlab.store import resolve_tracking_uri
 
@@ -103,6 +104,28 @@ def ray_init_arguments(init: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return {**arguments, "address": "local"}
 
 
+ADDRESS_TIMEOUT_S = 5.0  # how long joining waits for a cluster's address to answer before refusing it
+
+
+def check_ray_address(address: str) -> None:
+    """Refuse, in one line, a cluster address where nothing answers: ``ray.init`` would wait minutes in native
+    code (deaf to Ctrl-C) before it gave up. ``auto``, ``local`` and addresses without a port are Ray's to
+    resolve."""
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(f"{_address_key(address)}={address}: no Ray cluster answers there ({reason})") from None
+
+
+def _address_key(address: str) -> str:
+    """Where the address came from: the environment or the launcher's config."""
+    return "RAY_ADDRESS" if address == os.environ.get("RAY_ADDRESS") else "hydra.launcher.ray.init.address"
+
+
 def lrlab_job(
     hydra_context: HydraContext, sweep_config: DictConfig, task_function: TaskFunction, state: dict[Any, Any]
 ) -> JobReturn:
@@ -136,7 +159,12 @@ def launch_on_ray(
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        ray.init(**init)
+        if init["address"] != "local":
+            check_ray_address(str(init["address"]))
+        try:
+            ray.init(**init)
+        except ConnectionError as error:  # something answers there, but not a Ray cluster (after Ray's retries)
+            raise UsageError(f"{_address_key(str(init['address']))}={init['address']}: {error}") from None
     remote_options = OmegaConf.to_container(ray_cfg.remote, resolve=True) if ray_cfg.get("remote") else {}
     task = ray.remote(**remote_options)(lrlab_job) if remote_options else ray.remote(lrlab_job)  # type: ignore[arg-type]
     travelling = WithEnvironment(task_function, job_environment(config.get("tracking_uri")))

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -197,3 +197,18 @@ def test_a_killed_ray_worker_ends_its_run_and_rerun_completes_only_it(
     parent, jobs = sweep_runs(tracking_server.uri, tmp_path.name)
     assert parent.info.status == "FINISHED"
     assert [(j.info.run_name, j.info.status) for j in jobs] == [("lr=0.04", "FINISHED")]
+
+
+def test_a_ray_address_where_nothing_answers_is_one_line_and_no_run_stays_running(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], client: MlflowClient
+) -> None:
+    # ray.init would retry for minutes in native code, deaf to Ctrl-C; the launcher refuses the address at once.
+    address = f"127.0.0.1:{free_port()}"
+    done = run_cli("-m", "launcher=ray", "lr=0.01,0.03", f"hydra.launcher.ray.init.address={address}", timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line == f"lrlab: error: hydra.launcher.ray.init.address={address}: no Ray cluster answers there " + (
+        "(Connection refused)"
+    )
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("sweep lr=0.01,0.03", "FAILED")]
