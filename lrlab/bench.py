@@ -27,15 +27,13 @@ import torch
 
 from lrlab.benchmarks import batched, processes, speed
 
-NOT_AVAILABLE = "not available"
-
 
 @dataclass
 class Row:
     case: str
     measured: str  # what lrlab did
     reference: str  # what it is compared with, measured in this run
-    ratio: str  # measured / reference (or the error, or "not available ...")
+    ratio: str  # measured / reference (or the error)
     target: str = ""  # issue 11's, where it sets one
     verdict: str = ""  # "met", "not met", or empty
 
@@ -122,8 +120,6 @@ def _marginal_job(repeats: int, jobs: int, many_seconds: float | None) -> Row:
 def _vectorized(repeats: int, count: int, size: int) -> Row:
     """``count`` jobs (16 lrs, times 16 seeds for 256) through ``launcher=vectorized`` against one run."""
     name, ref = f"{count} jobs, launcher=vectorized, n={size}", f"one engine=compiled run, n={size}"
-    if not processes.vectorized_available():
-        return Row(name, "", ref, f"{NOT_AVAILABLE} (launcher=vectorized missing)")
     seeds = ("seed=range(0,16)",) if count == 256 else ()
     common = (f"dataset.num_examples={size}", "engine=compiled")
     contenders = {

@@ -13,7 +13,6 @@ learning rates; the 256 are those 16 times 16 init seeds, with the data and its 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +21,7 @@ import torch
 
 from lrlab.api import compose
 from lrlab.batched import train_together
+from lrlab.benchmarks import processes
 from lrlab.config import Config
 from lrlab.engines.results import TrainResult
 from lrlab.pipeline import run_pipeline
@@ -55,17 +55,6 @@ def _synchronized(work: Callable[[], object], device: str) -> Callable[[], float
     return timed
 
 
-def medians(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """One untimed run of each, then ``repeats`` rounds in turn; each contender's median seconds."""
-    for timed in contenders.values():
-        timed()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, timed in contenders.items():
-            times[name].append(timed())
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def rows(
     device: str, engine: str, size: int, batch_size: int, counts: tuple[int, ...], repeats: int
 ) -> list[tuple[str, str, str, str]]:
@@ -73,13 +62,16 @@ def rows(
     common = (f"dataset.num_examples={size}", f"batch_size={batch_size}", f"engine={engine}", f"device={device}")
     one = compose(*common, f"lr={LRS[0]:.4g}")
     groups = {count: configs(count, common) for count in counts}
-    for count, cfgs in groups.items():  # every member trains to the end: a fair count of model-samples
+    # Each contender's untimed first run (CUDA's context and kernels, numba's cache), which for a group also
+    # checks that every member trains to the end: a fair count of model-samples.
+    run_pipeline(one)
+    for count, cfgs in groups.items():
         failed = [o for o in train_members(cfgs) if not isinstance(o, TrainResult)]
         if failed:
             raise RuntimeError(f"{len(failed)} of {count} members did not finish: {failed[0]!r}")
     contenders = {"one": _synchronized(lambda: run_pipeline(one), device)}
     contenders |= {str(count): _synchronized(partial(train_members, cfgs), device) for count, cfgs in groups.items()}
-    times = medians(contenders, repeats)
+    times = processes.medians(contenders, repeats)
     samples = one.num_epochs * size
     out = []
     for count in counts:

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lrlab.config import CONF_DIR
-
 CANONICAL = ("lr=0.01,0.03,0.1",)  # make sweep
 NINE_LRS = "lr=0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.15,0.2"
 SIXTEEN_LRS = "lr=" + ",".join(f"{0.005 * 1.25**k:.4g}" for k in range(16))  # 0.005 .. 0.14
@@ -77,11 +75,6 @@ def medians(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[st
         for name, timed in contenders.items():
             times[name].append(timed())
     return {name: statistics.median(values) for name, values in times.items()}
-
-
-def vectorized_available() -> bool:
-    """Whether ``launcher=vectorized`` exists (it is being built on another branch)."""
-    return (CONF_DIR / "launcher" / "vectorized.yaml").exists()
 
 
 def peak_memory(num_examples: int) -> int:

@@ -26,6 +26,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tests.e2e.test_cli import all_runs
 from tests.servers import LrlabServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -210,5 +211,4 @@ def test_a_ray_address_where_nothing_answers_is_one_line_and_no_run_stays_runnin
     assert line == f"lrlab: error: hydra.launcher.ray.init.address={address}: no Ray cluster answers there " + (
         "(Connection refused)"
     )
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [(r.info.run_name, r.info.status) for r in runs] == [("sweep lr=0.01,0.03", "FAILED")]
+    assert [(r.info.run_name, r.info.status) for r in all_runs(client)] == [("sweep lr=0.01,0.03", "FAILED")]

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from lrlab.orphans import end_orphans
 from tests.conftest import REPO
+from tests.e2e.test_cli import all_runs as runs_in
 from tests.servers import server
 
 pytestmark = pytest.mark.e2e
@@ -29,9 +30,7 @@ LONG = ["num_epochs=100000", "dataset.num_examples=200"]  # a job that runs unti
 
 
 def all_runs(uri: str) -> list[Run]:
-    client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return list(client.search_runs(ids, max_results=1000)) if ids else []
+    return runs_in(MlflowClient(uri))
 
 
 def stored_epochs(uri: str, runs: list[Run]) -> int:
