@@ -99,16 +99,17 @@ def _canonical(repeats: int) -> tuple[Row, float]:
     )
 
 
-def _marginal_job(repeats: int, jobs: int, many_seconds: float | None) -> Row:
-    """(t_jobs − t_1)/(jobs − 1) of basic-launcher sweeps; ``many_seconds``: t_jobs measured already."""
-    contenders = {"one": processes.sweep("lr=0.03")}
-    if many_seconds is None:
-        contenders["many"] = processes.sweep(processes.NINE_LRS)
+def _marginal_job(repeats: int, jobs: int, *overrides: str) -> Row:
+    """(t_jobs − t_1)/(jobs − 1) of basic-launcher sweeps at the seed's size, with ``overrides``."""
+    contenders = {
+        "one": processes.sweep("lr=0.03", *overrides),
+        "many": processes.sweep(processes.NINE_LRS, *overrides),
+    }
     times = processes.medians(contenders, repeats)
-    many = times["many"] if many_seconds is None else many_seconds
-    per_job = (many - times["one"]) / (jobs - 1)
+    per_job = (times["many"] - times["one"]) / (jobs - 1)
+    engine = " ".join(overrides) or "engine=autograd (the default)"
     return Row(
-        f"one more job (basic launcher): (t{jobs} − t1)/{jobs - 1}",
+        f"one more job (basic launcher, {engine}): (t{jobs} − t1)/{jobs - 1}",
         f"{per_job * 1000:.0f} ms/job",
         f"the 1-job sweep {times['one']:.2f} s",
         f"{per_job / times['one']:.3f}× a 1-job sweep",
@@ -177,7 +178,8 @@ def process_rows(quick: bool, repeats: int) -> list[Row]:
     """The subprocess cases, each row an error of its own if it fails."""
     cases: list[tuple[str, Callable[[], Row]]] = [
         ("canonical sweep (make sweep: 3 jobs)", lambda: _canonical(repeats)[0]),
-        ("one more job (basic launcher)", lambda: _marginal_job(repeats, 9, None)),
+        ("one more job (basic launcher)", lambda: _marginal_job(repeats, 9)),
+        ("one more job (basic launcher, engine=compiled)", lambda: _marginal_job(repeats, 9, "engine=compiled")),
         ("16 jobs, launcher=vectorized", lambda: _vectorized(repeats, 16, 100_000)),
         ("256 jobs, launcher=vectorized", lambda: _vectorized(repeats, 256, 100_000)),
         ("peak memory", lambda: _memory(10**7)),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, Container, DictConfig, OmegaConf, open_dict
 
 from lrlab.engines import DEFAULT_ENGINE, ENGINES
 from lrlab.names import flatten
@@ -342,6 +342,19 @@ def job_config(config: DictConfig) -> DictConfig:
     return job
 
 
+def job_tree(dcfg: DictConfig, **to_container: Any) -> dict[str, Any]:
+    """The job's resolved config as plain containers, without Hydra's node and without copying the config."""
+    return {
+        str(key): OmegaConf.to_container(node, resolve=True, **to_container) if isinstance(node, Container) else node
+        for key, node in dcfg.items_ex(resolve=True)
+        if key != "hydra"
+    }
+
+
+def _object(node: Any) -> Any:
+    return OmegaConf.to_object(node) if isinstance(node, Container) else node
+
+
 def _field_keys(schema: Any, prefix: str = "") -> set[str]:
     keys = set()
     for f in fields(schema):
@@ -367,11 +380,11 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
     Refuses a key the schema does not have (even one added with ``+``) and, given Hydra's group
     choices, a group whose ``name`` is not the name its chosen option sets (``loss=mse loss.name=squared``).
     """
-    job = job_config(dcfg) if "hydra" in dcfg else dcfg
-    cfg = OmegaConf.to_object(job)
-    assert isinstance(cfg, Config)
-    tree: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
-    unknown = sorted(set(flatten(tree)) - _field_keys(cfg))
+    # Each of the job's nodes is typed by the schema already: build the Config from them, without copying
+    # the config (Hydra's node, which a copy would carry too, is most of it).
+    schema = {f.name for f in fields(Config)}
+    cfg = Config(**{str(key): _object(node) for key, node in dcfg.items_ex(resolve=True) if key in schema})
+    unknown = sorted(set(flatten(job_tree(dcfg))) - _field_keys(cfg))
     if unknown:
         raise ConfigError(
             f"{unknown[0]}: no such key (check the spelling; `.venv/bin/lrlab --cfg job` lists every key)"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 import lrlab
-from lrlab.config import Config
+from lrlab.config import Config, job_tree
 from lrlab.names import flatten, redact, redact_uri
 
 if TYPE_CHECKING:
@@ -34,11 +34,12 @@ REPO_ROOT = PACKAGE.parent
 
 
 def run_params(dcfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
-    """Every leaf of the resolved config as a dotted key, plus each group's chosen option.
+    """Every leaf of the resolved job config (Hydra's node left out) as a dotted key, plus each group's chosen
+    option.
 
     A null setting is left out; the tracking URI is logged without its password.
     """
-    tree: dict[str, Any] = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
+    tree = job_tree(dcfg, enum_to_str=True)
     if tree.get("tracking_uri"):
         tree["tracking_uri"] = redact_uri(str(tree["tracking_uri"]))
     params = {**flatten(tree), **{group: choices[group] for group in GROUPS if choices.get(group)}}
@@ -110,6 +111,11 @@ def _code_tags() -> dict[str, str]:
 
 def environment_tags(device: torch.device) -> dict[str, str]:
     """Versions of the stack and the device name: part of the record, since numbers depend on them."""
+    return dict(_environment_tags(device))  # a copy: callers add to it
+
+
+@functools.cache  # read once per process and device (about 5 ms: package metadata)
+def _environment_tags(device: torch.device) -> dict[str, str]:
     import torch
 
     tags = {"lrlab.env.python": platform.python_version()}

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lrlab import interrupt
-from lrlab.config import Config, job_config, to_config
+from lrlab.config import Config, to_config
 from lrlab.errors import JobFailed, StoreUnreachable
 from lrlab.names import GROUPS_ENV, PARENT_ENV, group_name, job_run_name, redact, redact_uri, sweep_keys
 from lrlab.orphans import end_orphans
@@ -131,7 +131,7 @@ def _start_run(
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
-    params = run_params(job_config(dcfg), choices)
+    params = run_params(dcfg, choices)
     identity = config_hash(cfg)
     name = run_name or job_run_name(overrides)
     parent_id = os.environ.get(PARENT_ENV)

@@ -217,12 +217,23 @@ def open_client(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
-def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+_FOUND: dict[tuple[str, str], str] = {}  # (uri, name) -> the experiment id this process last found or created
+
+
+def experiment_id(client: MlflowClient, uri: str, name: str, known: bool = False) -> str:
     """The id of experiment ``name``, created if missing (safe when several processes race to create it).
 
     In a SQLite store, a new experiment keeps its artifacts beside the database; an experiment that
-    exists keeps its location.
+    exists keeps its location. ``known``: this process's last answer for the same store and name will do
+    (a sweep's job, whose parent run, started in this process, has just found the experiment).
     """
+    if known and (uri, name) in _FOUND:
+        return _FOUND[(uri, name)]
+    _FOUND[(uri, name)] = _experiment_id(client, uri, name)
+    return _FOUND[(uri, name)]
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -22,16 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lrlab import interrupt
-from lrlab.config import CONF_DIR, Config, ConfigError, job_config, to_config
+from lrlab.config import Config, ConfigError, to_config
 from lrlab.errors import Abort, JobFailed, UsageError
+from lrlab.jobloader import JobLoader
 from lrlab.names import GROUPS_ENV, PARENT_ENV, REPLICATE_KEY, SWEEP_KEYS_ENV, group_name, job_run_name, redact
 from lrlab.orphans import ORPHANED, end_orphans
 from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
@@ -67,7 +66,7 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
     Built from Hydra's public override parser: choice, range and glob sweeps expand as the basic sweeper
     expands them; an interval sweep, which only an optimising sweeper can run, is refused in one line.
     """
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "LrlabSweeper")):
         return None
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
@@ -100,42 +99,6 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
         swept=[redact(o.input_line or f"{o.key_or_group}=...") for o in sweeps],
         keys=[o.key_or_group for o in sweeps],
     )
-
-
-class JobComposer:
-    """Each job's composed config, composing with Hydra (about 0.2 s) once per set of jobs that choose the
-    same options and differ only in plain values (``lr=0.03``, ``dataset.num_examples=100``); the others are
-    that composition with their values set. A value that Hydra would reject takes the full compose, so it is
-    refused exactly as Hydra refuses it. ``tests/unit/test_identity.py`` checks both ways give equal configs.
-    """
-
-    def __init__(self) -> None:
-        self._parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-        self._composed: dict[tuple[str, ...], DictConfig] = {}
-
-    def __call__(self, overrides: list[str]) -> DictConfig:
-        parsed = self._parser.parse_overrides(overrides)
-        plain = [o for o in parsed if _is_plain_value(o)]
-        choices = tuple(o.input_line or "" for o in parsed if not _is_plain_value(o))
-        base = self._composed.get(choices)
-        if base is None:
-            self._composed[choices] = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-            return self._composed[choices]
-        job = copy.deepcopy(base)
-        try:
-            for override in plain:
-                OmegaConf.update(job, override.key_or_group, override.value(), merge=False)
-        except Exception:  # Hydra's own error, in Hydra's words
-            return compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        return job
-
-
-def _is_plain_value(override: Any) -> bool:
-    """``key=value`` for a key of the config, not a group's option, not added or deleted, not Hydra's."""
-    key = str(override.key_or_group)
-    if override.is_add() or override.is_delete() or override.is_force_add() or override.package is not None:
-        return False
-    return not key.startswith("hydra") and "/" not in key and not (CONF_DIR / key).is_dir()
 
 
 def shared_params(params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,15 +139,15 @@ class LrlabCallback(Callback):
         group_of: dict[str, str] = {}  # config hash -> group name, in a sweep over seeds
         jobs: list[tuple[Config, dict[str, Any]]] = []
         refusal = _launcher_refusal(config)
-        compose_job = JobComposer()
+        loader = JobLoader.of(GlobalHydra.instance().config_loader())  # the one the sweeper's launcher gets
         for overrides in plan.jobs if plan else []:
-            job = compose_job(overrides)
+            job = loader.load_sweep_config(config, overrides)
             choices = dict(job.hydra.runtime.choices)
             cfg = to_config(job, choices)
             refused = refusal(cfg) if refusal else None
             if refused:
                 raise ConfigError(refused)
-            jobs.append((cfg, run_params(job_config(job), choices)))
+            jobs.append((cfg, run_params(job, choices)))
             planned[config_hash(cfg)] = job_run_name(overrides)
             if replicated:
                 group_of[config_hash(cfg)] = group_name(overrides, plan.keys if plan else [])

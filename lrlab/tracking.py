@@ -110,7 +110,7 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> Tracker:
         client = open_client(tracking_uri)
-        experiment = experiment_id(client, tracking_uri, experiment_name)
+        experiment = experiment_id(client, tracking_uri, experiment_name, known=parent_run_id is not None)
         run_name = shorten(run_name)
         all_tags = {MLFLOW_RUN_NAME: run_name, **process_tags(), **(tags or {})}
         if parent_run_id:

@@ -1,10 +1,9 @@
 """``launcher=vectorized``: the jobs of a sweep that share their data and its order train as one batched
 computation, in this process; every job is still its own MLflow run, recorded by the runner.
 
-1. Plan. The jobs whose overrides differ only in the values of ``MEMBER_KEYS`` are composed by Hydra once:
-   each job's config is that composition with its own values set as Hydra sets an override (and its own
-   ``hydra.overrides.task``, ``override_dirname``, job number), validated through the same schema
-   (``to_config``). A compose costs about 0.2 s; setting a value, milliseconds.
+1. Plan. Each job is composed once (``lrlab.jobloader.JobLoader``: one Hydra compose per set of jobs that
+   differ only in plain values, such as ``lr`` and ``seed``) and validated through the same schema
+   (``to_config``).
 2. Group. Jobs train together when their typed configs agree on everything but what one model owns
    (``lrlab.batched.group_key``): the data and its order, batch_size, num_epochs, model, loss, optimizer,
    engine, device. So a sweep over ``seed`` trains each seed's jobs together (the seed derives the data
@@ -20,25 +19,21 @@ computation, in this process; every job is still its own MLflow run, recorded by
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict
 
 from lrlab.batched import Member, group_key, train_group
 from lrlab.config import Config, ConfigError, to_config
 from lrlab.engines.results import TrainResult
+from lrlab.jobloader import JobLoader
 from lrlab.launchers.support import unsupported
 from lrlab.names import job_run_name
 from lrlab.runner import JobResult, TrackedRun, open_job, should_stop
@@ -46,16 +41,6 @@ from lrlab.tracking import KILLED
 
 log = logging.getLogger(__name__)
 
-# Command-line keys whose value only one member's model sees: jobs that differ only in these share a compose.
-MEMBER_KEYS = (
-    "lr",
-    "seed",
-    "init_seed",
-    "model.init_std",
-    "optimizer.momentum",
-    "optimizer.betas",
-    "divergence_threshold",
-)
 TAGS = {"lrlab.launcher": "vectorized"}  # and lrlab.vectorized_group: how many jobs its group had
 
 
@@ -89,26 +74,13 @@ def launch(
 
 
 def _plan(hydra_context: HydraContext, config: DictConfig, job_overrides: list[list[str]], first: int) -> list[_Job]:
-    """Every job's config and typed Config: one Hydra compose per set of jobs that differ in MEMBER_KEYS only."""
-    parser = OverridesParser.create(config_loader=hydra_context.config_loader)
-    composed: dict[tuple[str, ...], DictConfig] = {}
-    dirname = config.hydra.job.config.override_dirname
+    """Every job's config and typed Config, each job composed once (``lrlab.jobloader``)."""
+    loader = JobLoader.of(hydra_context.config_loader)
     jobs = []
     for offset, overrides in enumerate(job_overrides):
-        parsed = parser.parse_overrides(overrides)
-        own = [o for o in parsed if _is_member_value(o)]
-        shared = tuple(o.input_line or "" for o in parsed if not _is_member_value(o)) + tuple(
-            o.key_or_group for o in own
-        )
-        if shared not in composed:
-            composed[shared] = hydra_context.config_loader.load_sweep_config(config, overrides)
-        job_config = copy.deepcopy(composed[shared])
+        job_config = loader.load_sweep_config(config, overrides)
         idx = first + offset
-        with read_write(job_config), open_dict(job_config):
-            for override in own:  # as Hydra applies a plain override: OmegaConf.update(..., merge=True)
-                OmegaConf.update(job_config, override.key_or_group, override.value(), merge=True)
-            job_config.hydra.overrides.task = overrides
-            job_config.hydra.job.override_dirname = _override_dirname(parsed, dirname)
+        with open_dict(job_config):
             job_config.hydra.job.id = idx
             job_config.hydra.job.num = idx
         cfg = to_config(job_config, dict(job_config.hydra.runtime.choices))
@@ -117,18 +89,6 @@ def _plan(hydra_context: HydraContext, config: DictConfig, job_overrides: list[l
             raise ConfigError(refusal)
         jobs.append(_Job(idx, overrides, job_config, cfg))
     return jobs
-
-
-def _is_member_value(override: Override) -> bool:
-    """A plain ``key=value`` (no +, ~, ++, package) of a MEMBER_KEYS key."""
-    plain = not (override.is_add() or override.is_force_add() or override.is_delete()) and override.package is None
-    return plain and override.key_or_group in MEMBER_KEYS
-
-
-def _override_dirname(overrides: list[Override], options: Any) -> str:
-    """``hydra.job.override_dirname`` as Hydra's config loader computes it from the task overrides."""
-    lines = sorted(o.input_line or "" for o in overrides if o.key_or_group not in options.exclude_keys)
-    return re.sub("[=]", str(options.kv_sep), str(options.item_sep).join(lines))
 
 
 def _run_group(hydra_context: HydraContext, config: DictConfig, group: list[_Job]) -> None:

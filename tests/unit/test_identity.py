@@ -122,18 +122,27 @@ JOBS = [
 def test_a_job_derived_from_a_composed_sibling_equals_its_own_composition(
     compose_cfg: Callable[..., DictConfig],
 ) -> None:
+    """lrlab's loader composes once per set of jobs that differ in plain values; every job, Hydra's node
+    included, equals what Hydra's own loader composes for it."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from lrlab.config import job_config
-    from lrlab.sweep import JobComposer
+    from lrlab.jobloader import JobLoader
 
-    compose_job = JobComposer()
+    hydra_loader = GlobalHydra.instance().config_loader()
+    master = hydra_loader.load_configuration("config", ["hydra.sweep.dir=sweeps/x"], RunMode.MULTIRUN)
+    loader = JobLoader(hydra_loader)
     for overrides in JOBS:
-        derived, composed = compose_job(overrides), compose_cfg(*overrides, return_hydra_config=True)
-        assert OmegaConf.to_container(job_config(derived)) == OmegaConf.to_container(job_config(composed))
-        assert dict(derived.hydra.runtime.choices) == dict(composed.hydra.runtime.choices)
+        derived, composed = (
+            loader.load_sweep_config(master, overrides),
+            hydra_loader.load_sweep_config(master, overrides),
+        )
+        assert OmegaConf.to_container(derived) == OmegaConf.to_container(composed), overrides
+        assert list(derived.hydra.overrides.task) == overrides
+    assert len(loader._bases) == 4  # one compose per set of choices and keys set, for 7 jobs
     with pytest.raises(Exception, match="lr") as derived_error:  # a bad value: refused as Hydra refuses it
-        compose_job(["lr=abc", "seed=1"])
+        loader.load_sweep_config(master, ["lr=abc", "seed=1"])
     with pytest.raises(Exception, match="lr") as composed_error:
-        compose_cfg("lr=abc", "seed=1")
+        hydra_loader.load_sweep_config(master, ["lr=abc", "seed=1"])
     assert type(derived_error.value) is type(composed_error.value)

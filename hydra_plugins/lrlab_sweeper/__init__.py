@@ -1,0 +1,1 @@
+"""lrlab's sweeper, ``hydra/sweeper=lrlab`` (see ``lrlab_sweeper.py``)."""
