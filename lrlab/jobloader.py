@@ -10,8 +10,8 @@ share one compose: each other job is a copy of it with its own values set, as Hy
 Hydra's words. ``tests/unit/test_identity.py`` checks that both ways give equal configs.
 
 One loader serves the whole sweep in a process (``JobLoader.of``): lrlab's sweeper
-(``hydra/sweeper=lrlab``) hands it to the launcher, and the sweep's callback uses the same one, so the
-launcher finds every compose done.
+(``hydra/sweeper=lrlab``) hands it to the launcher, and the sweep's callback uses the same one
+(``prepare``), so the launcher finds every job's config made (up to ``KEEP`` of them; then made again).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class JobLoader(ConfigLoader):
         self.inner = inner
         self._bases: dict[tuple[Any, ...], DictConfig] = {}  # pristine: every job is a copy
         self.loaded: set[tuple[str, ...]] = set()  # the jobs this loader has composed without an error
+        self._ready: dict[tuple[Any, ...], DictConfig] = {}  # prepared jobs, each handed out once
 
     @staticmethod
     def of(loader: ConfigLoader) -> JobLoader:
@@ -49,18 +50,30 @@ class JobLoader(ConfigLoader):
         return _LOADERS[loader]
 
     def __getstate__(self) -> dict[str, Any]:  # a worker process gets the loader, not this process's composes
-        return {"inner": self.inner, "_bases": {}, "loaded": set()}
+        return {"inner": self.inner, "_bases": {}, "loaded": set(), "_ready": {}}
+
+    KEEP = 1024  # prepared jobs kept for the launcher (about 120 KB each)
+
+    def prepare(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config, which the launcher's ``load_sweep_config`` of the same job then returns as is
+        (the caller only reads it)."""
+        job = self.load_sweep_config(master_config, sweep_overrides)
+        if len(self._ready) < self.KEEP:
+            self._ready[_master_key(master_config) + tuple(sweep_overrides)] = job
+        return job
+
+    def forget(self) -> None:
+        """Drop the jobs prepared for a sweep that never launched them (a new sweep starts)."""
+        self._ready.clear()
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        ready = self._ready.pop(_master_key(master_config) + tuple(sweep_overrides), None)
+        if ready is not None:
+            return ready
         parsed = OverridesParser.create(config_loader=self.inner).parse_overrides(list(sweep_overrides))
         plain = [o for o in parsed if is_plain_value(o)]
         shared = tuple(o.input_line or "" for o in parsed if not is_plain_value(o))
-        key = (
-            str(master_config.hydra.job.config_name),
-            tuple(master_config.hydra.overrides.hydra),
-            shared,
-            tuple(str(o.key_or_group) for o in plain),
-        )
+        key = (*_master_key(master_config), shared, tuple(str(o.key_or_group) for o in plain))
         base = self._bases.get(key)
         if base is None:
             job = self.inner.load_sweep_config(master_config, list(sweep_overrides))
@@ -97,6 +110,11 @@ class JobLoader(ConfigLoader):
 
     def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner.compute_defaults_list(*args, **kwargs)
+
+
+def _master_key(master_config: DictConfig) -> tuple[str, ...]:
+    """What a job's composition takes from the sweep's config: its name and Hydra's own overrides."""
+    return (str(master_config.hydra.job.config_name), *master_config.hydra.overrides.hydra)
 
 
 def is_plain_value(override: Override) -> bool:

@@ -140,8 +140,9 @@ class LrlabCallback(Callback):
         jobs: list[tuple[Config, dict[str, Any]]] = []
         refusal = _launcher_refusal(config)
         loader = JobLoader.of(GlobalHydra.instance().config_loader())  # the one the sweeper's launcher gets
+        loader.forget()
         for overrides in plan.jobs if plan else []:
-            job = loader.load_sweep_config(config, overrides)
+            job = loader.prepare(config, overrides)
             choices = dict(job.hydra.runtime.choices)
             cfg = to_config(job, choices)
             refused = refusal(cfg) if refusal else None

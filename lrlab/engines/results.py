@@ -74,26 +74,36 @@ def end_epoch(
         true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
         train_loss = float(loss(net(features), labels).mean())
         w, b = net.estimates()
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=train_loss,
-            w_error=float(torch.linalg.vector_norm(w - true_w)),
-            b_error=float((b - cfg.dataset.true_b).abs()),
-            excess_loss=train_loss - ref.ols_train_loss,
-        )
+        w_error = float(torch.linalg.vector_norm(w - true_w))
+        b_error = float((b - cfg.dataset.true_b).abs())
+        finite = bool(torch.isfinite(w).all() and torch.isfinite(b).all())
+    report_epoch(cfg, epoch, (train_loss, w_error, b_error, finite), ref, history, on_epoch)
+
+
+def report_epoch(
+    cfg: Config,
+    epoch: int,
+    evaluated: tuple[float, float, float, bool],  # train_loss, w_error, b_error, whether w and b are finite
+    ref: Reference,
+    history: list[EpochResult],
+    on_epoch: Callable[[EpochResult], None],
+) -> None:
+    """Append and report the epoch's result; raise ``Diverged`` if it left the bounds."""
+    train_loss, w_error, b_error, finite = evaluated
+    result = EpochResult(epoch, train_loss, w_error, b_error, train_loss - ref.ols_train_loss)
     history.append(result)
     on_epoch(result)
-    reason = _divergence(result, w, b, cfg.divergence_threshold)
+    reason = _divergence(result, finite, cfg.divergence_threshold)
     if reason:
         raise Diverged(epoch, reason, history)
 
 
-def _divergence(result: EpochResult, w: torch.Tensor, b: torch.Tensor, threshold: float) -> str:
+def _divergence(result: EpochResult, finite: bool, threshold: float) -> str:
     if not math.isfinite(result.train_loss):
         return f"train_loss is {result.train_loss}"
     if result.train_loss > threshold:
         return f"train_loss {result.train_loss:.3g} > divergence_threshold {threshold:.3g}"
-    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+    if not finite:
         return "a parameter is not finite"
     return ""
 

@@ -11,6 +11,10 @@ Tolerance of the compiled engine's history against the autograd engine's, per co
 | d = 2, n = 103  | scratch/linear | squared/mse | adam                       | all three   | ROUND_OFF |
 | d = 20, n = 203 | scratch/linear | squared/mse | every optimizer            | permutation | ROUND_OFF |
 
+The end-of-epoch evaluation (train_loss, w_error, b_error) runs in the kernel for n <= 32768 and d <= 3, and
+equals ``end_epoch``'s torch evaluation bit for bit there (``test_the_kernel_evaluation_is_end_epochs``);
+the d = 20 rows above are evaluated by torch.
+
 Exact: the kernel does torch's arithmetic operation by operation (see ``lrlab/engines/compiled.py``).
 That holds where torch's CPU kernels sum these shapes in the order the kernel does: MKL's sgemm sums a
 forward pass over d <= 4 features, and ``Xᵀr``, in index order. It was checked on x86-64 with MKL 2024.2
@@ -26,7 +30,9 @@ So parameters, w_error and b_error agree within 1e-5 absolute (20 ulps of 4.2), 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import subprocess
 import sys
 import textwrap
@@ -151,6 +157,49 @@ DIVERGING = [
     ("momentum", 1.0, 1e12),  # in epoch 10
     ("sgd_scratch", 5.0, 1e300),  # float32 overflows first: inf and nan go through both the same way
 ]
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_the_kernel_evaluation_is_end_epochs(composed: dict[str, Config], dim: int) -> None:
+    """``compiled._evaluate`` gives ``end_epoch``'s numbers bit for bit, on every shape it is used for
+    (n up to EVAL_MAX_EXAMPLES, short of and past each of torch's sum blocks), for both models and losses,
+    and finds the same non-finite parameters."""
+    from lrlab.engines.results import end_epoch
+    from lrlab.losses import LOSSES as LOSS_FUNCTIONS
+    from lrlab.models import MODELS as MODEL_CLASSES
+    from lrlab.theory import reference
+
+    assert (compiled.EVAL_MAX_DIM, compiled.EVAL_MAX_EXAMPLES) == (3, 32768)
+    generator = torch.Generator().manual_seed(dim)
+    for n, model, loss_name in product([1, 7, 8, 9, 37, 1000, 4097, 32768], MODELS, LOSSES):
+        true_w = torch.randn(dim, generator=generator).tolist()
+        cfg = variant(composed["sgd"], dataset={"true_w": true_w, "true_b": 4.2, "num_examples": max(n, 10)})
+        features, labels = torch.randn(n, dim, generator=generator), torch.randn(n, 1, generator=generator) * 5
+        ref = reference(features, labels, true_w, 4.2, loss_name, 0.03) if n >= dim else None
+        for scale, poison in ((0.1, None), (3.0, None), (3.0, math.inf), (3.0, math.nan)):
+            w, b = torch.randn(dim, 1, generator=generator) * scale, torch.randn(1, generator=generator) * scale
+            if poison is not None:
+                w[-1] = poison
+            net = MODEL_CLASSES[model](w, b)
+            got = compiled._evaluate(
+                features.numpy(),
+                labels.reshape(-1).numpy(),
+                *(p.detach().numpy().reshape(-1) for p in net.parameters()),
+                np.array(true_w, np.float32),
+                np.float32(4.2),
+                loss_name == "mse",
+                np.empty(n, np.float32),
+                np.empty((4, 4), np.float32),
+            )
+            history: list[EpochResult] = []
+            if ref is not None:
+                with pytest.raises(Diverged) if poison is not None else contextlib.nullcontext():
+                    end_epoch(cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None)
+                want = history[0]
+                assert [float(got[0]), float(got[1]), float(got[2])] == pytest.approx(
+                    [want.train_loss, want.w_error, want.b_error], rel=0, abs=0, nan_ok=True
+                ), (n, model, loss_name, scale, poison)
+            assert bool(got[3]) is (poison is None)
 
 
 @pytest.mark.parametrize(("optimizer", "lr", "threshold"), DIVERGING)
