@@ -128,7 +128,15 @@ def _vectorized(repeats: int, count: int, size: int) -> Row:
         "one": processes.single(*common),
     }
     times = processes.medians(contenders, repeats)
-    return Row(name, f"{times['jobs']:.2f} s", f"{ref} {times['one']:.2f} s", f"{times['jobs'] / times['one']:.2f}×")
+    ratio, target = times["jobs"] / times["one"], 1.5 if count == 16 else 3.0
+    return Row(
+        name,
+        f"{times['jobs']:.2f} s",
+        f"{ref} {times['one']:.2f} s",
+        f"{ratio:.2f}×",
+        f"≤ {target:g}×",
+        _verdict(ratio, target, at_least=False),
+    )
 
 
 def _memory(num_examples: int) -> Row:

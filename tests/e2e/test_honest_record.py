@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from tests.e2e.test_cli import all_runs, final
 from tests.servers import ADMIN, ADMIN_PASSWORD, server
@@ -62,11 +63,15 @@ def test_artifacts_land_beside_the_store_wherever_lrlab_starts(tmp_path: Path) -
     assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlflow-artifacts").exists()
 
 
-def test_conclusions_come_only_from_finished_runs(run_cli: Cli, client: MlflowClient) -> None:
+def test_conclusions_come_only_from_finished_runs(run_cli: Cli, client: MlflowClient, tmp_path: Path) -> None:
     # Two sizes finish and one diverges (a threshold that only the smallest set's first epoch passes, at
-    # loss 13): a line through the two that finished is not a slope.
-    done = run_cli("-m", "dataset.num_examples=20,1000,3000", "dataset.noise_std=1", "divergence_threshold=5")
+    # loss 13): a line through the two that finished is not a slope. Under Hydra's own sweeper, which
+    # composes each job itself (lrlab's, the default, composes each once: tests/unit/test_identity.py).
+    args = ("dataset.num_examples=20,1000,3000", "dataset.noise_std=1", "divergence_threshold=5")
+    done = run_cli("-m", *args, "hydra/sweeper=basic")
     assert done.returncode == 0, done.stderr
+    sweeper = OmegaConf.load(tmp_path / "multirun" / "multirun.yaml").hydra.sweeper._target_
+    assert sweeper == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
     (parent,) = [r for r in all_runs(client) if r.data.tags.get("lrlab.sweep") == "true"]
     statuses = sorted(r.info.status for r in all_runs(client) if r.info.run_id != parent.info.run_id)
     assert statuses == ["FAILED", "FINISHED", "FINISHED"], done.stdout
