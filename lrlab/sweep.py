@@ -273,9 +273,8 @@ def end_sweep(status: str | None = None) -> None:
 
 
 def _end_running_children(parent: Tracker) -> None:
-    from lrlab.tracking import KILLED, RUNNING, sweep_jobs
+    from lrlab.tracking import KILLED, running_jobs
 
-    for run in sweep_jobs(parent.client, parent.experiment_id, parent.run_id):
-        if run.info.status == RUNNING:
-            parent.client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")
-            parent.client.set_terminated(run.info.run_id, status=KILLED)
+    for run in running_jobs(parent.client, parent.experiment_id, parent.run_id):
+        parent.client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")
+        parent.client.set_terminated(run.info.run_id, status=KILLED)

@@ -71,7 +71,22 @@ GROUP_TAG = "lrlab.group"  # a group run of a sweep over seeds (lrlab/groups.py)
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """The runs nested directly under ``parent_id``."""
-    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    return _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def running_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """A sweep's job runs still RUNNING, under the parent or under its group runs (ended or not). Asks the
+    store for RUNNING runs and group runs only: a search loads every run it finds, params and metrics too,
+    and a finished sweep of 256 jobs took seconds to list whole."""
+    running = "attributes.status = 'RUNNING'"
+    under = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    jobs = [r for r in _search(client, experiment_id, f"{under} and {running}") if r.data.tags.get(GROUP_TAG) != "true"]
+    for group in _search(client, experiment_id, f"{under} and tags.`{GROUP_TAG}` = 'true'"):
+        jobs += _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{group.info.run_id}' and {running}")
+    return jobs
+
+
+def _search(client: MlflowClient, experiment_id: str, query: str) -> list[Run]:
     return list(client.search_runs([experiment_id], query, max_results=10000))
 
 

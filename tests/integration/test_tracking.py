@@ -149,6 +149,29 @@ def test_orphans_of_another_host_end_after_their_heartbeat_stops(client: MlflowC
     assert client.get_run(stale).data.tags["lrlab.orphaned"].startswith("no heartbeat from elsewhere (pid 1) for 10")
 
 
+def test_the_jobs_still_running_at_a_sweeps_end_are_found_under_the_parent_and_its_groups(
+    client: MlflowClient,
+) -> None:
+    from lrlab.tracking import GROUP_TAG, running_jobs
+
+    experiment = client.create_experiment("running")
+    parent = client.create_run(experiment).info.run_id
+
+    def child(of: str, status: str, **tags: str) -> str:
+        run = client.create_run(experiment, tags={"mlflow.parentRunId": of, **tags}).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(run, status=status)
+        return run
+
+    marked = {GROUP_TAG: "true"}
+    group, ended_group = child(parent, "RUNNING", **marked), child(parent, "FINISHED", **marked)
+    running = {child(parent, "RUNNING"), child(group, "RUNNING"), child(ended_group, "RUNNING")}
+    for of, status in ((parent, "FINISHED"), (group, "KILLED"), (ended_group, "FAILED")):
+        child(of, status)
+    child(child(parent, "FINISHED"), "RUNNING")  # a job's own child is not a job of the sweep
+    assert {r.info.run_id for r in running_jobs(client, experiment, parent)} == running
+
+
 def test_a_compiled_run_is_recorded_as_an_autograd_run_is(
     run_in_process: Callable[..., str], client: MlflowClient
 ) -> None:
