@@ -100,7 +100,8 @@ def _canonical(repeats: int) -> tuple[Row, float]:
 
 
 def _marginal_job(repeats: int, jobs: int, *overrides: str) -> Row:
-    """(t_jobs − t_1)/(jobs − 1) of basic-launcher sweeps at the seed's size, with ``overrides``."""
+    """(t_jobs − t_1)/(jobs − 1) of basic-launcher sweeps at the seed's size, with ``overrides`` (medians of
+    ``repeats`` turns)."""
     contenders = {
         "one": processes.sweep("lr=0.03", *overrides),
         "many": processes.sweep(processes.NINE_LRS, *overrides),
@@ -184,10 +185,11 @@ def kept_cuda_section(output: Path) -> list[str]:
 
 def process_rows(quick: bool, repeats: int) -> list[Row]:
     """The subprocess cases, each row an error of its own if it fails."""
+    marginal = max(repeats, 5)  # a difference of two sweeps' times: more turns, for less noise
     cases: list[tuple[str, Callable[[], Row]]] = [
         ("canonical sweep (make sweep: 3 jobs)", lambda: _canonical(repeats)[0]),
-        ("one more job (basic launcher)", lambda: _marginal_job(repeats, 9)),
-        ("one more job (basic launcher, engine=compiled)", lambda: _marginal_job(repeats, 9, "engine=compiled")),
+        ("one more job (basic launcher)", lambda: _marginal_job(marginal, 9)),
+        ("one more job (basic launcher, engine=compiled)", lambda: _marginal_job(marginal, 9, "engine=compiled")),
         ("16 jobs, launcher=vectorized", lambda: _vectorized(repeats, 16, 100_000)),
         ("256 jobs, launcher=vectorized", lambda: _vectorized(repeats, 256, 100_000)),
         ("peak memory", lambda: _memory(10**7)),
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         cuda_section = kept_cuda_section(args.output)
         print("\nno CUDA device here: the CUDA section of", args.output, "is kept" if cuda_section else "is absent")
 
-    how = "quick: tiny sizes, the numbers mean little" if args.quick else f"median of {repeats} runs each"
+    how = "quick: tiny sizes, the numbers mean little" if args.quick else f"median of {repeats} runs each, {max(repeats, 5)} for the marginal job"
     command = " ".join(["python -m lrlab.bench", *(argv if argv is not None else sys.argv[1:])])
     text = [
         "# lrlab benchmarks",
