@@ -264,7 +264,11 @@ def main(argv: list[str] | None = None) -> None:
         cuda_section = kept_cuda_section(args.output)
         print("\nno CUDA device here: the CUDA section of", args.output, "is kept" if cuda_section else "is absent")
 
-    how = "quick: tiny sizes, the numbers mean little" if args.quick else f"median of {repeats} runs each, {max(repeats, 5)} for the marginal job"
+    how = (
+        "quick: tiny sizes, the numbers mean little"
+        if args.quick
+        else f"median of {repeats} runs each, {max(repeats, 5)} for the marginal job"
+    )
     command = " ".join(["python -m lrlab.bench", *(argv if argv is not None else sys.argv[1:])])
     text = [
         "# lrlab benchmarks",
