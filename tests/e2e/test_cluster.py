@@ -147,7 +147,10 @@ def test_a_ray_sweep_attaches_every_job_to_its_parent(
 
 # Each submitit job is a process of its own that imports torch and MLflow (about 6 s of CPU): make test sweeps
 # 4 jobs, make soak the 8 of the Ray sweep.
-@pytest.mark.parametrize("lrs", ["lr=0.01,0.02,0.03,0.04", pytest.param(LRS, marks=pytest.mark.soak_only)])
+# make soak: each submitit job is a process that imports torch and MLflow (about 6 s of CPU); make test's
+# launcher case is the Ray sweep, through the same code (lrlab/launchers/cluster.py).
+@pytest.mark.soak_only
+@pytest.mark.parametrize("lrs", ["lr=0.01,0.02,0.03,0.04", LRS])
 def test_a_submitit_local_sweep_attaches_every_job_to_its_parent(
     tmp_path: Path, tracking_server: LrlabServer, lrs: str
 ) -> None:
