@@ -184,6 +184,15 @@ def _torch_sum(values: Any, size: int, acc: Any) -> Any:
 
 
 @_jit
+def _forward(features: Any, row: int, w: Any) -> Any:
+    """features[row]·w summed in index order, as MKL sums the forward pass of up to 4 features."""
+    y_hat = features[row, 0] * w[0]
+    for j in range(1, features.shape[1]):
+        y_hat = y_hat + features[row, j] * w[j]
+    return y_hat
+
+
+@_jit
 def _dot(x: Any, w: Any, partial: Any) -> Any:
     """x·w over ``PARTIAL_SUMS`` interleaved partial sums, then the tail (a wide model's forward pass)."""
     d = x.shape[0]
@@ -261,10 +270,7 @@ def _steps(
         else:
             for k in range(size):
                 row = order[i + k]
-                y_hat = features[row, 0] * w[0]
-                for j in range(1, d):
-                    y_hat = y_hat + features[row, j] * w[j]
-                diff = (y_hat + b[0]) - labels[row]
+                diff = (_forward(features, row, w) + b[0]) - labels[row]
                 residual[k] = (two * diff) * u if mse else (u / two) * (two * diff)
             # Backward: ∂/∂w = Xᵀr summed in index order, ∂/∂b = Σr in torch's order.
             row = order[i]
@@ -322,10 +328,7 @@ def _evaluate(
     and b are finite, with torch's arithmetic (for the shapes ``EVAL_MAX_EXAMPLES``, ``EVAL_MAX_DIM`` allow)."""
     n, d = features.shape
     for i in range(n):  # the forward pass as in _steps; squared: (ŷ−y)**2 / 2, mse: (ŷ−y)**2
-        y_hat = features[i, 0] * w[0]
-        for j in range(1, d):
-            y_hat = y_hat + features[i, j] * w[j]
-        diff = (y_hat + b[0]) - labels[i]
+        diff = (_forward(features, i, w) + b[0]) - labels[i]
         losses[i] = diff * diff if mse else (diff * diff) / np.float32(2)
     mean = _torch_sum(losses, n, acc) / np.float32(n)  # torch's mean: the sum, then one division
     squares = np.float32(0)
