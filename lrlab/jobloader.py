@@ -17,10 +17,10 @@ One loader serves the whole sweep in a process (``JobLoader.of``): lrlab's sweep
 from __future__ import annotations
 
 import copy
-import re
 import weakref
 from typing import Any
 
+from hydra._internal.config_loader_impl import get_overrides_dirname  # the loader's own, as Hydra computes it
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -88,7 +88,10 @@ class JobLoader(ConfigLoader):
             task = [o for o in parsed if not o.is_hydra_override()]
             with open_dict(job.hydra):
                 job.hydra.overrides.task = [o.input_line for o in task]
-                job.hydra.job.override_dirname = override_dirname(task, job.hydra.job.config.override_dirname)
+                options = job.hydra.job.config.override_dirname
+                job.hydra.job.override_dirname = get_overrides_dirname(
+                    task, exclude_keys=options.exclude_keys, item_sep=options.item_sep, kv_sep=options.kv_sep
+                )
             OmegaConf.copy_cache(from_config=master_config, to_config=job)
         self.loaded.add(tuple(sweep_overrides))
         return job
@@ -126,9 +129,3 @@ def is_plain_value(override: Override) -> bool:
     if override.is_hydra_override() or "/" in key or (CONF_DIR / key).is_dir():
         return False
     return not isinstance(override.value(), dict)
-
-
-def override_dirname(overrides: list[Override], options: Any) -> str:
-    """``hydra.job.override_dirname`` as Hydra's config loader computes it from the task overrides."""
-    lines = sorted(o.input_line or "" for o in overrides if o.key_or_group not in options.exclude_keys)
-    return re.sub("[=]", str(options.kv_sep), str(options.item_sep).join(lines))
