@@ -71,7 +71,7 @@ GROUP_TAG = "lrlab.group"  # a group run of a sweep over seeds (lrlab/groups.py)
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """The runs nested directly under ``parent_id``."""
-    return _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return _search(client, experiment_id, _under(parent_id))
 
 
 def running_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
@@ -79,11 +79,16 @@ def running_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> li
     store for RUNNING runs and group runs only: a search loads every run it finds, params and metrics too,
     and a finished sweep of 256 jobs took seconds to list whole."""
     running = "attributes.status = 'RUNNING'"
-    under = f"tags.`mlflow.parentRunId` = '{parent_id}'"
-    jobs = [r for r in _search(client, experiment_id, f"{under} and {running}") if r.data.tags.get(GROUP_TAG) != "true"]
-    for group in _search(client, experiment_id, f"{under} and tags.`{GROUP_TAG}` = 'true'"):
-        jobs += _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{group.info.run_id}' and {running}")
+    found = _search(client, experiment_id, f"{_under(parent_id)} and {running}")
+    jobs = [run for run in found if run.data.tags.get(GROUP_TAG) != "true"]
+    for group in _search(client, experiment_id, f"{_under(parent_id)} and tags.`{GROUP_TAG}` = 'true'"):
+        jobs += _search(client, experiment_id, f"{_under(group.info.run_id)} and {running}")
     return jobs
+
+
+def _under(parent_id: str) -> str:
+    """The search filter of the runs nested directly under ``parent_id``."""
+    return f"tags.`mlflow.parentRunId` = '{parent_id}'"
 
 
 def _search(client: MlflowClient, experiment_id: str, query: str) -> list[Run]:
