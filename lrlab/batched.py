@@ -3,8 +3,8 @@ trained as one batched computation. Knows nothing of Hydra or MLflow.
 
 A group's members share steps 1-2 (the data and its shuffle) and the kind of model, loss and optimiser; each
 member owns what only its model sees (``MEMBER_FIELDS``). Step 1 and 2 run once; steps 3-5 once per member,
-since every member keeps its own step-4 model for the per-epoch evaluation that every engine shares
-(``results.end_epoch``); step 7 updates all K models at once, each exactly as its own engine would:
+since every member keeps its own step-4 model for the per-epoch evaluation of its engine (``results.end_epoch``,
+or ``compiled.epoch_end``); step 7 updates all K models at once, each exactly as its own engine would:
 
 - ``engine=autograd``: batched torch ops on the configured device, the parameters as columns of one (d+1, K)
   tensor. Each column gets, operation by operation, the arithmetic that ``lrlab/engines/compiled.py``
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from lrlab.config import Config, LossName, OptimizerName
-from lrlab.engines.results import Diverged, EpochResult, Stopped, TrainResult, end_epoch, train_result
+from lrlab.engines.results import Diverged, EndEpoch, EpochResult, Stopped, TrainResult, end_epoch, train_result
 from lrlab.models import LinReg
 from lrlab.pipeline import (
     define_loss,
@@ -126,8 +126,11 @@ def _train(
     nets = [define_model(m.cfg, *init_model_params(m.cfg), device) for m in members]  # 3-4: one model each
     loss = define_loss(first)  # 5
     group = _Group(members, nets, features, labels, refs, loss, end)
-    steps = _torch_steps(members, nets, device) if first.engine.name == "autograd" else _numba_steps(members, nets)
-    group.set_params = steps.set_params
+    if first.engine.name == "autograd":
+        steps = _torch_steps(members, nets, device)
+    else:
+        steps = _numba_steps(members, nets, features, labels)
+    group.set_params, group.finish = steps.set_params, steps.end_epoch
     start = time.perf_counter()
     for epoch in range(1, first.num_epochs + 1):
         steps.epoch(features, labels, reader.order(), group, should_stop, epoch)
@@ -165,6 +168,7 @@ class _Group:
         self.refs = refs
         self.active = list(range(len(members)))
         self.set_params: Callable[[int, LinReg], None] = lambda index, net: None  # see _Steps
+        self.finish: EndEpoch = end_epoch
 
     def stop(self, epoch: int) -> None:
         for index in self.active:
@@ -177,7 +181,7 @@ class _Group:
             member, net = self.members[index], self.nets[index]
             self.set_params(index, net)
             try:
-                end_epoch(
+                self.finish(
                     member.cfg,
                     epoch,
                     net,
@@ -198,10 +202,12 @@ class _Group:
 @dataclass
 class _Steps:
     """How a group's models train: ``epoch`` runs one epoch of steps over the active members (or stops them
-    all at a stop); ``set_params`` copies member ``index``'s parameters into its step-4 model."""
+    all at a stop); ``set_params`` copies member ``index``'s parameters into its step-4 model; ``end_epoch``
+    evaluates a member's model at the end of an epoch, as its engine does for one run."""
 
     epoch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, _Group, Callable[[], bool], int], None]
     set_params: Callable[[int, LinReg], None]
+    end_epoch: EndEpoch = end_epoch
 
 
 def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device) -> _Steps:
@@ -276,7 +282,7 @@ def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device
     return _Steps(epoch, set_params)
 
 
-def _numba_steps(members: list[Member], nets: list[LinReg]) -> _Steps:
+def _numba_steps(members: list[Member], nets: list[LinReg], features: torch.Tensor, labels: torch.Tensor) -> _Steps:
     """engine=compiled: the compiled engine's kernel over each active member, at most an epoch a call."""
     from lrlab.engines import compiled
 
@@ -324,4 +330,4 @@ def _numba_steps(members: list[Member], nets: list[LinReg]) -> _Steps:
                 return
             compiled.steps_of_group(features_np, labels_np, order_np, begin, min(begin + span, n), *args)
 
-    return _Steps(epoch, set_params)
+    return _Steps(epoch, set_params, compiled.epoch_end(cfg, features, labels))

@@ -2,8 +2,8 @@
 
 It reads each epoch's examples in the order the configured reader gives (``reader.order()``, the same
 shuffle the reader's minibatches follow), updates the step-4 model's own parameters in place, and ends
-every epoch with the same evaluation as the autograd engine (``results.end_epoch``). float32 throughout,
-like torch, CPU only.
+every epoch with the autograd engine's evaluation (``results.end_epoch``'s numbers, see below). float32
+throughout, like torch, CPU only.
 
 The kernel repeats torch's arithmetic operation by operation: the forward pass and ``Xᵀr`` summed in index
 order (as MKL's sgemm does for these thin shapes), the bias gradient in the order of torch's sum kernel
@@ -12,18 +12,19 @@ round them (fused multiply-adds where torch's ``add(alpha=)``, ``lerp`` and ``ad
 that holds, the two engines' histories are equal bit for bit; the exceptions (a wider model, whose forward
 pass MKL sums in another order, and Adam, whose ``sqrt`` torch takes from MKL's vector math library) agree
 to float32 round-off. ``tests/unit/test_engines.py`` has the table. A model of ``WIDE_DIM`` features or more
-is trained from a gathered copy of each minibatch (each row read from memory once, not twice), its forward
-pass in ``PARTIAL_SUMS`` partial sums: about twice as fast at d = 100, within the same round-off. On data
-too large for the caches, each step prefetches the rows of the minibatch ``PREFETCH_AHEAD`` steps on, whose
-indices the epoch's order already holds: reading shuffled rows waits on memory, and this hides the wait
-(about 2-3x at n = 10^6, d = 2, batch 10). It changes no value.
+sums its forward pass and ``Xᵀr`` in the order LLVM vectorises them (``_dot``, ``_add_scaled``: reassociated
+sums, fused multiply-adds), within the same round-off: about twice as fast at d = 100. On data too large for
+the caches, each step prefetches the row ``PREFETCH_AHEAD`` examples on, whose index the epoch's order
+already holds: reading shuffled rows waits on memory, and this hides the wait (about 2x at n = 10^5,
+d = 100; more at n = 10^6, d = 2, batch 10). It changes no value.
 
-The evaluation at the end of an epoch runs in a kernel too (``_evaluate``) where it can repeat torch's
-arithmetic: at most ``EVAL_MAX_EXAMPLES`` examples, which torch sums in one thread in ``_torch_sum``'s
-order, and at most ``EVAL_MAX_DIM`` features, where MKL's forward pass sums in index order and
-``vector_norm`` accumulates with fused multiply-adds. There it gives ``end_epoch``'s numbers bit for bit, in
-a few microseconds instead of about 75 (a seed-sized epoch trains in about 15); elsewhere ``end_epoch``
-evaluates.
+The evaluation at the end of an epoch runs in a kernel too (``epoch_end``). Where it can repeat torch's
+arithmetic (``_evaluate``: at most ``EVAL_MAX_EXAMPLES`` examples, which torch sums in one thread in
+``_torch_sum``'s order, and at most ``EVAL_MAX_DIM`` features, where MKL's forward pass sums in index order
+and ``vector_norm`` accumulates with fused multiply-adds) it gives ``end_epoch``'s numbers bit for bit, in a
+few microseconds instead of about 75 (a seed-sized epoch trains in about 15). A wide model's
+(``_evaluate_wide``) sums its forward pass as its steps do and the mean in float64, within round-off of
+torch's. Elsewhere ``end_epoch`` evaluates.
 
 A stop is heard between kernel calls: each call runs at most one epoch and about ``WORK_PER_CALL``
 multiply-adds (a millisecond or two), and ``should_stop`` is asked before each.
@@ -44,7 +45,16 @@ from numba.extending import intrinsic
 
 from lrlab.config import Config, LossName
 from lrlab.data import Reader
-from lrlab.engines.results import EpochResult, Stopped, TrainResult, end_epoch, never, report_epoch, train_result
+from lrlab.engines.results import (
+    EndEpoch,
+    EpochResult,
+    Stopped,
+    TrainResult,
+    end_epoch,
+    never,
+    report_epoch,
+    train_result,
+)
 from lrlab.losses import Loss
 from lrlab.models import LinReg
 from lrlab.optim import ScratchSGD, TorchUpdate, Update
@@ -54,16 +64,14 @@ WORK_PER_CALL = 1 << 22  # multiply-adds per kernel call, at most: bounds how lo
 SUM_LANES = 8  # Vectorized<float>::size() of torch's CPU sum kernel: 8 on x86-64, AVX-512 machines included
 SCRATCH_SGD, SGD, ADAM = 0, 1, 2  # the kernel's update rules
 WIDE_DIM = 5  # from here MKL's forward pass sums in another order anyway: the kernel takes the faster path
-GATHER_MAX = 1 << 20  # floats of a gathered minibatch, at most (4 MiB); a larger one takes the exact path
-PARTIAL_SUMS = 8  # of a wide forward pass
-PREFETCH_AHEAD = 4  # minibatches: their rows are fetched while the kernel works on this one
+PREFETCH_AHEAD = 16  # examples: each step asks for the row this many places on in the epoch's order
 PREFETCH_MIN = 1 << 16  # floats of data (256 KiB) from which the rows are prefetched (smaller data stays cached)
 EVAL_MAX_EXAMPLES = 32768  # torch sums more than this across threads, in another order than _torch_sum
 EVAL_MAX_DIM = 3  # wider: MKL's forward pass and vector_norm sum in other orders
 
 
-def _jit(function: Callable[..., Any]) -> Any:
-    """``numba.njit`` with IEEE float semantics (no fastmath, no zero-division checks), cached on disk.
+def _jit(function: Callable[..., Any], fastmath: set[str] | bool = False) -> Any:
+    """``numba.njit`` with IEEE float semantics (no fastmath unless asked, no zero-division checks), cached on disk.
 
     The kernel compiles once per process, and ``cache=True`` keeps the machine code across processes, so
     only a machine's first compiled run pays for compiling. Where the cache lives is numba's choice, in
@@ -73,9 +81,19 @@ def _jit(function: Callable[..., Any]) -> Any:
     the kernel is compiled afresh in each process rather than not at all.
     """
     try:
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+        return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True, error_model="numpy")(function)
+        return numba.njit(nogil=True, error_model="numpy", fastmath=fastmath)(function)
+
+
+def _jit_reassociated(function: Callable[..., Any]) -> Any:
+    """``_jit`` that lets LLVM reorder sums and fuse multiply-adds, so that it vectorises a loop's reduction.
+
+    Only these two freedoms (``reassoc``, ``contract``): infinities and NaNs keep IEEE semantics, so a
+    diverging model is still seen. The order chosen is fixed in the compiled code: the same numbers on
+    every run on one machine, within float32 round-off of torch's (which sums in its own order).
+    """
+    return _jit(function, {"reassoc", "contract"})
 
 
 def _fma_typer(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
@@ -192,23 +210,20 @@ def _forward(features: Any, row: int, w: Any) -> Any:
     return y_hat
 
 
-@_jit
-def _dot(x: Any, w: Any, partial: Any) -> Any:
-    """x·w over ``PARTIAL_SUMS`` interleaved partial sums, then the tail (a wide model's forward pass)."""
-    d = x.shape[0]
-    partial[:] = 0
-    j = 0
-    while j + PARTIAL_SUMS <= d:
-        for lane in range(PARTIAL_SUMS):
-            partial[lane] += x[j + lane] * w[j + lane]
-        j += PARTIAL_SUMS
+@_jit_reassociated
+def _dot(x: Any, w: Any) -> Any:
+    """x·w in the order LLVM's vectorised reduction sums it (a wide model's forward pass: not MKL's order)."""
     total = np.float32(0)
-    for lane in range(PARTIAL_SUMS):
-        total += partial[lane]
-    while j < d:
+    for j in range(x.shape[0]):
         total += x[j] * w[j]
-        j += 1
     return total
+
+
+@_jit_reassociated
+def _add_scaled(grad: Any, x: Any, r: Any) -> None:
+    """grad += x·r, element by element, with fused multiply-adds (a wide model's Xᵀr, one row at a time)."""
+    for j in range(x.shape[0]):
+        grad[j] += x[j] * r
 
 
 @_jit
@@ -235,44 +250,30 @@ def _steps(
     residual = np.empty(batch_size, np.float32)
     grad = np.empty(d + 1, np.float32)  # (w, b)
     acc = np.empty((4, 4), np.float32)
-    wide = d >= WIDE_DIM and batch_size * d <= GATHER_MAX
-    rows = np.empty((batch_size if wide else 0, d), np.float32)  # a wide minibatch, gathered
-    partial = np.empty(PARTIAL_SUMS, np.float32)
+    wide = d >= WIDE_DIM
     flat = features.reshape(-1)
-    ahead = PREFETCH_AHEAD * batch_size if n * d >= PREFETCH_MIN else 0
+    ahead = PREFETCH_AHEAD if n * d >= PREFETCH_MIN else 0
     for i in range(begin, end, batch_size):
         size = min(batch_size, n - i)
-        if ahead:  # the rows of a minibatch PREFETCH_AHEAD steps on: in cache when it comes (no effect on values)
-            for k in range(i + ahead, min(i + ahead + batch_size, end)):
-                row = order[k]
-                for j in range(0, d, 16):  # each 64-byte line of the row
-                    _prefetch(flat, row * d + j)
-                _prefetch(labels, row)
         # Forward and loss gradient. ScratchSGD backpropagates the minibatch's sum, torch.optim its mean,
         # whose gradient is 1/size; ½(ŷ−y)² passes on (u/2)·(2(ŷ−y)), MSELoss's backward 2(ŷ−y)·u.
         u = one if rule == SCRATCH_SGD else one / np.float32(size)
-        if wide:  # each row read from memory once; ŷ in PARTIAL_SUMS partial sums (another order than MKL's)
+        for k in range(size):
+            if ahead and i + k + ahead < order.shape[0]:  # the row PREFETCH_AHEAD examples on: cached when it comes
+                later = order[i + k + ahead]
+                for j in range(0, d, 16):  # each 64-byte line of the row
+                    _prefetch(flat, later * d + j)
+                _prefetch(labels, later)
+            row = order[i + k]
+            y_hat = _dot(features[row], w) if wide else _forward(features, row, w)
+            diff = (y_hat + b[0]) - labels[row]
+            residual[k] = (two * diff) * u if mse else (u / two) * (two * diff)
+        # Backward: ∂/∂w = Xᵀr (summed in index order where the model is not wide), ∂/∂b = Σr in torch's order.
+        if wide:  # the minibatch's rows are in the caches now: read again, not gathered
+            grad[:d] = 0
             for k in range(size):
-                source, row_k = features[order[i + k]], rows[k]
-                for j in range(d):
-                    row_k[j] = source[j]
-            for k in range(size):
-                diff = (_dot(rows[k], w, partial) + b[0]) - labels[order[i + k]]
-                residual[k] = (two * diff) * u if mse else (u / two) * (two * diff)
-            # Backward: ∂/∂w = Xᵀr summed in index order, as in the exact path.
-            row_k = rows[0]
-            for j in range(d):
-                grad[j] = row_k[j] * residual[0]
-            for k in range(1, size):
-                row_k = rows[k]
-                for j in range(d):
-                    grad[j] = grad[j] + row_k[j] * residual[k]
+                _add_scaled(grad, features[order[i + k]], residual[k])
         else:
-            for k in range(size):
-                row = order[i + k]
-                diff = (_forward(features, row, w) + b[0]) - labels[row]
-                residual[k] = (two * diff) * u if mse else (u / two) * (two * diff)
-            # Backward: ∂/∂w = Xᵀr summed in index order, ∂/∂b = Σr in torch's order.
             row = order[i]
             for j in range(d):
                 grad[j] = features[row, j] * residual[0]
@@ -341,6 +342,30 @@ def _evaluate(
 
 
 @_jit
+def _evaluate_wide(
+    features: Any, labels: Any, w: Any, b: Any, true_w: Any, true_b: Any, mse: bool, losses: Any, acc: Any
+) -> tuple[Any, Any, Any, bool]:
+    """``_evaluate``'s numbers for a wide model (d >= ``WIDE_DIM``), within float32 round-off of torch's.
+
+    Each example's loss is torch's, but for the forward pass's order (``_dot``, as the wide steps sum it);
+    the mean and the norm are summed in float64 and rounded once, so that they are as close to the exact
+    values as torch's float32 sums or closer, at any n. ``losses`` and ``acc`` are not used.
+    """
+    n, d = features.shape
+    total = 0.0
+    for i in range(n):
+        diff = (_dot(features[i], w) + b[0]) - labels[i]
+        total += diff * diff if mse else (diff * diff) / np.float32(2)
+    squares = 0.0
+    finite = np.isfinite(b[0])
+    for j in range(d):
+        error = np.float64(w[j] - true_w[j])
+        squares += error * error
+        finite = finite and np.isfinite(w[j])
+    return np.float32(total / n), np.float32(np.sqrt(squares)), abs(b[0] - true_b), finite
+
+
+@_jit
 def steps_of_group(
     features: Any,
     labels: Any,
@@ -391,6 +416,42 @@ def is_mse(cfg: Config) -> bool:
             assert_never(cfg.loss.name)
 
 
+def epoch_end(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> EndEpoch:
+    """``end_epoch`` for models of ``cfg``'s shape trained on this data, in a kernel where one applies.
+
+    ``_evaluate`` where it repeats torch's arithmetic (at most ``EVAL_MAX_EXAMPLES`` examples and
+    ``EVAL_MAX_DIM`` features), ``_evaluate_wide`` for a wide model; in between (d = 4, or more examples),
+    ``end_epoch`` itself. The kernel is compiled, or loaded from the cache, here: not on the clock.
+    """
+    num_examples, dim = features.shape
+    exact = num_examples <= EVAL_MAX_EXAMPLES and dim <= EVAL_MAX_DIM
+    evaluate = _evaluate if exact else _evaluate_wide if dim >= WIDE_DIM else None
+    if evaluate is None or features.device.type != "cpu":
+        return end_epoch
+    features_np, labels_np = features.contiguous().numpy(), labels.reshape(-1).contiguous().numpy()
+    true_w, true_b = np.array(cfg.dataset.true_w, np.float32), np.float32(cfg.dataset.true_b)
+    mse = is_mse(cfg)
+    scratch = (np.empty(num_examples if exact else 0, np.float32), np.empty((4, 4), np.float32))
+    evaluate(features_np[:1], labels_np[:1], true_w, np.zeros(1, np.float32), true_w, true_b, mse, *scratch)
+
+    def finish(
+        cfg: Config,
+        epoch: int,
+        net: LinReg,
+        loss: Loss,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        ref: Reference,
+        history: list[EpochResult],
+        on_epoch: Callable[[EpochResult], None],
+    ) -> None:
+        w, b = (param.detach().numpy().reshape(-1) for param in net.parameters())
+        loss_, w_error, b_error, finite = evaluate(features_np, labels_np, w, b, true_w, true_b, mse, *scratch)
+        report_epoch(cfg, epoch, (float(loss_), float(w_error), float(b_error), finite), ref, history, on_epoch)
+
+    return finish
+
+
 def train(
     cfg: Config,
     net: LinReg,
@@ -414,11 +475,7 @@ def train(
     span = cfg.batch_size * max(1, WORK_PER_CALL // (cfg.batch_size * (dim + 1)))  # examples per kernel call
     args = (cfg.batch_size, w, b, rule, mse, hyper, state, count)
     _steps(features_np, labels_np, np.empty(0, np.int64), 0, 0, *args)  # compiles, or loads the cache: no steps
-    in_kernel = num_examples <= EVAL_MAX_EXAMPLES and dim <= EVAL_MAX_DIM
-    true_w, true_b = np.array(cfg.dataset.true_w, np.float32), np.float32(cfg.dataset.true_b)
-    scratch = (np.empty(num_examples if in_kernel else 0, np.float32), np.empty((4, 4), np.float32))
-    if in_kernel:  # compiles, or loads the cache, before the clock starts too
-        _evaluate(features_np, labels_np, w, b, true_w, true_b, mse, *scratch)
+    finish = epoch_end(cfg, features, labels)
     history: list[EpochResult] = []
     start = time.perf_counter()  # after the compile, which is a cost of the process, not of training
     for epoch in range(1, cfg.num_epochs + 1):
@@ -429,9 +486,5 @@ def train(
             end = min(begin + span, num_examples)
             _steps(features_np, labels_np, order, begin, end, *args)
         del order  # n int64 (8n bytes, 80 MB at n = 10^7): freed before the evaluation's temporaries
-        if in_kernel:
-            loss_, w_error, b_error, finite = _evaluate(features_np, labels_np, w, b, true_w, true_b, mse, *scratch)
-            report_epoch(cfg, epoch, (float(loss_), float(w_error), float(b_error), finite), ref, history, on_epoch)
-        else:
-            end_epoch(cfg, epoch, net, loss, features, labels, ref, history, on_epoch)
+        finish(cfg, epoch, net, loss, features, labels, ref, history, on_epoch)
     return train_result(cfg, net, history, time.perf_counter() - start, features)

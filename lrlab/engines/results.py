@@ -1,8 +1,10 @@
 """What every engine reports, and the end of an epoch that every engine shares.
 
 At the end of each epoch an engine hands its model (the step-4 module, holding the current ``w`` and ``b``)
-to ``end_epoch``, which evaluates the step-5 loss on the whole training set with the same torch code for
-every engine, reports the ``EpochResult`` and raises ``Diverged``: equal parameters give equal histories.
+to ``end_epoch``, which evaluates the step-5 loss on the whole training set with torch, reports the
+``EpochResult`` and raises ``Diverged``: equal parameters give equal histories. The compiled engine
+evaluates in a kernel of the same arithmetic where it can (``compiled.epoch_end``), then reports through
+the same ``report_epoch``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class Stopped(RuntimeError):
 
 def never() -> bool:
     return False
+
+
+# end_epoch's signature: how an engine ends an epoch (the compiled engine has its own, compiled.epoch_end)
+OnEpoch = Callable[[EpochResult], None]
+Tensor = torch.Tensor
+EndEpoch = Callable[[Config, int, LinReg, Loss, Tensor, Tensor, Reference, list[EpochResult], OnEpoch], None]
 
 
 def end_epoch(

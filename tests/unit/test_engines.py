@@ -13,7 +13,8 @@ Tolerance of the compiled engine's history against the autograd engine's, per co
 
 The end-of-epoch evaluation (train_loss, w_error, b_error) runs in the kernel for n <= 32768 and d <= 3, and
 equals ``end_epoch``'s torch evaluation bit for bit there (``test_the_kernel_evaluation_is_end_epochs``);
-the d = 20 rows above are evaluated by torch.
+for d >= 5 (the d = 20 rows) it sums as the wide steps do, within ROUND_OFF of torch's
+(``test_the_wide_evaluation_is_end_epochs_within_round_off``).
 
 Exact: the kernel does torch's arithmetic operation by operation (see ``lrlab/engines/compiled.py``).
 That holds where torch's CPU kernels sum these shapes in the order the kernel does: MKL's sgemm sums a
@@ -200,6 +201,42 @@ def test_the_kernel_evaluation_is_end_epochs(composed: dict[str, Config], dim: i
                     [want.train_loss, want.w_error, want.b_error], rel=0, abs=0, nan_ok=True
                 ), (n, model, loss_name, scale, poison)
             assert bool(got[3]) is (poison is None)
+
+
+def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, Config]) -> None:
+    """``compiled.epoch_end`` for d >= WIDE_DIM: ``end_epoch``'s numbers within ROUND_OFF, past torch's
+    one-thread sums too, and the same verdict on non-finite parameters."""
+    from lrlab.engines.results import end_epoch
+    from lrlab.losses import LOSSES as LOSS_FUNCTIONS
+    from lrlab.models import MODELS as MODEL_CLASSES
+    from lrlab.theory import reference
+
+    generator = torch.Generator().manual_seed(5)
+    shapes = [(203, compiled.WIDE_DIM), (203, 100), (40000, compiled.WIDE_DIM)]  # (n, d); 40000: past one thread's sum
+    for (n, dim), model, loss_name in product(shapes, MODELS, LOSSES):
+        true_w = torch.randn(dim, generator=generator).tolist()
+        cfg = variant(composed["sgd"], loss=loss_name, dataset={"true_w": true_w, "true_b": 4.2, "num_examples": n})
+        features, labels = torch.randn(n, dim, generator=generator), torch.randn(n, 1, generator=generator) * 5
+        finish = compiled.epoch_end(cfg, features, labels)
+        assert finish is not end_epoch
+        ref = reference(features, labels, true_w, 4.2, loss_name, 0.03) if n >= dim else None
+        for poison in (None, math.inf, math.nan):
+            w, b = torch.randn(dim, 1, generator=generator), torch.randn(1, generator=generator)
+            if poison is not None:
+                w[-1] = poison
+            net = MODEL_CLASSES[model](w, b)
+            outcomes = []
+            for evaluate in (finish, end_epoch):
+                history: list[EpochResult] = []
+                with pytest.raises(Diverged) if poison is not None else contextlib.nullcontext():
+                    evaluate(cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None)
+                outcomes.append(history[0])
+            got, want = outcomes
+            if poison is None:
+                assert got.train_loss == pytest.approx(want.train_loss, rel=ROUND_OFF["train_loss_rtol"])
+                assert [got.w_error, got.b_error] == pytest.approx([want.w_error, want.b_error], abs=ROUND_OFF["atol"])
+            else:
+                assert not math.isfinite(got.train_loss) and not math.isfinite(want.train_loss)
 
 
 @pytest.mark.parametrize(("optimizer", "lr", "threshold"), DIVERGING)
