@@ -15,8 +15,8 @@ to float32 round-off. ``tests/unit/test_engines.py`` has the table. A model of `
 sums its forward pass and ``Xᵀr`` in the order LLVM vectorises them (``_dot``, ``_add_scaled``: reassociated
 sums, fused multiply-adds), within the same round-off: about twice as fast at d = 100. On data too large for
 the caches, each step prefetches the row ``PREFETCH_AHEAD`` examples on, whose index the epoch's order
-already holds: reading shuffled rows waits on memory, and this hides the wait (about 2x at n = 10^5,
-d = 100; more at n = 10^6, d = 2, batch 10). It changes no value.
+already holds: reading shuffled rows waits on memory, and this hides the wait (about 2x at n = 10^6,
+d = 2, batch 10 or 256; 1.2x at n = 10^5, d = 100). It changes no value.
 
 The evaluation at the end of an epoch runs in a kernel too (``epoch_end``). Where it can repeat torch's
 arithmetic (``_evaluate``: at most ``EVAL_MAX_EXAMPLES`` examples, which torch sums in one thread in
