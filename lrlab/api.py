@@ -52,6 +52,14 @@ def compose(*overrides: str) -> Config:
     return cfg
 
 
+def composition(cfg: Config) -> DictConfig:
+    """The Hydra composition behind ``cfg`` (from ``compose``), Hydra's node included: what a run records."""
+    composed = getattr(cfg, _COMPOSED, None)
+    if not isinstance(composed, DictConfig):
+        raise TypeError("lrlab.run takes a Config made by lrlab.compose(...)")
+    return composed
+
+
 def train(cfg: Config, on_epoch: Callable[[EpochResult], None] | None = None) -> TrainResult:
     """Run the seven steps on ``cfg``, untracked; ``on_epoch`` gets each epoch's result as it ends."""
     return run_pipeline(cfg, on_epoch or (lambda _: None))
@@ -66,10 +74,7 @@ def run(cfg: Config, tracking_uri: str | None = None, experiment_name: str | Non
     """
     from lrlab.runner import run_job  # MLflow: only a tracked run needs it
 
-    composed = getattr(cfg, _COMPOSED, None)
-    if not isinstance(composed, DictConfig):
-        raise TypeError("lrlab.run takes a Config made by lrlab.compose(...)")
-    dcfg = copy.deepcopy(composed)
+    dcfg = copy.deepcopy(composition(cfg))
     with open_dict(dcfg):
         if tracking_uri is not None:
             dcfg.tracking_uri = tracking_uri

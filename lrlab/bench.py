@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from lrlab.benchmarks import batched, processes, speed
+from lrlab.benchmarks import batched, processes, record, speed
 
 
 @dataclass
@@ -119,6 +119,9 @@ def _marginal_job(repeats: int, jobs: int, *overrides: str) -> Row:
     )
 
 
+ONE_RUN: dict[int, float] = {}  # size -> seconds of one engine=compiled run, as the vectorized cases measured it
+
+
 def _vectorized(repeats: int, count: int, size: int) -> Row:
     """``count`` jobs (16 lrs, times 16 seeds for 256) through ``launcher=vectorized`` against one run."""
     name, ref = f"{count} jobs, launcher=vectorized, n={size}", f"one engine=compiled run, n={size}"
@@ -129,6 +132,7 @@ def _vectorized(repeats: int, count: int, size: int) -> Row:
         "one": processes.single(*common),
     }
     times = processes.medians(contenders, repeats)
+    ONE_RUN[size] = times["one"]
     ratio, target = times["jobs"] / times["one"], 1.5 if count == 16 else 3.0
     return Row(
         name,
@@ -199,6 +203,44 @@ def process_rows(quick: bool, repeats: int) -> list[Row]:
     return [_guarded(name, "", measure) for name, measure in cases]
 
 
+FLOOR_HEADING = "## What one more job cannot avoid (in one process: its record, its training)"
+
+
+def floor_rows(quick: bool, repeats: int) -> list[Row]:
+    """A job's MLflow record and a seed-sized job's training, each against the per-job budgets of issue 11's
+    targets (``benchmarks/record.py``): one more job at most 100 ms; 256 jobs in 3x one run."""
+    budget = "one more job's target: 100 ms"
+    try:
+        seconds = record.record_seconds(8 if quick else 64)
+        training = record.training_seconds(max(repeats, 5))
+    except Exception as error:  # report and go on
+        return [Row("the record of one job", "", budget, f"error: {_error_line(error)}")]
+    size = 100_000
+    one = ONE_RUN.get(size)
+    return [
+        Row(
+            "the record of one job: lrlab's MLflow writes (SQLite) and the summary's read",
+            f"{seconds * 1000:.0f} ms/job",
+            budget,
+            f"{seconds / 0.1:.2f}× the budget",
+        ),
+        Row(
+            "training a seed-sized job, engine=autograd (the seed's loop, 3 epochs)",
+            f"{training * 1000:.0f} ms/job",
+            budget,
+            f"{training / 0.1:.2f}× the budget",
+        ),
+        Row(
+            "256 jobs' records alone (256 × the first row)",
+            f"{256 * seconds:.1f} s",
+            f"one engine=compiled run, n={size} {one:.2f} s (the 256 row's reference)"
+            if one
+            else f"one engine=compiled run, n={size}: not available (the 256 row did not run)",
+            f"{256 * seconds / one:.2f}× one run, of the 3× budget (the run itself is the other 1×)" if one else "",
+        ),
+    ]
+
+
 def machine() -> list[str]:
     """The machine and software the figures come from."""
     cpu = platform.processor() or platform.machine()
@@ -246,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     process_table = process_rows(args.quick, repeats)
     print("\n".join(table(process_table)), flush=True)
 
+    print("\nWhat one more job cannot avoid: its record and its training, in one process", flush=True)
+    floor_table = floor_rows(args.quick, repeats)
+    print("\n".join(table(floor_table)), flush=True)
+
     print("\nThe vectorized path in one process (no MLflow): K jobs as one batched group", flush=True)
     batched_table = batched_rows("cpu", args.quick, repeats)
     print("\n".join(table(batched_table)), flush=True)
@@ -289,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
         "## Sweeps and memory",
         "",
         *table(process_table),
+        "",
+        FLOOR_HEADING,
+        "",
+        *table(floor_table),
         "",
         "## The vectorized path in one process (no MLflow, no CLI)",
         "",

@@ -27,6 +27,9 @@ CASES = [
     "16 jobs, launcher=vectorized",
     "256 jobs, launcher=vectorized",
     "peak memory",
+    "the record of one job",
+    "training a seed-sized job",
+    "256 jobs' records alone",
     "16 jobs, one batched group, compiled on cpu",
 ]
 RATIO = re.compile(r"\| -?\d[\d,]*(\.\d+)?× ")

@@ -1,0 +1,92 @@
+"""What one more job of a sweep cannot avoid, measured in this process: its MLflow record, and its training.
+
+The record is what a job writes through lrlab's own code (``runner.TrackedRun`` over ``tracking.Tracker``):
+its run started under a sweep's parent, its params, ``config.yaml``, its dataset, the reference and every
+epoch's metrics, ``params.json`` and its final status; then the sweep's summary reads its ``train_loss``
+history back. Each job replays the callbacks of one real training (``run_pipeline`` with the compiled
+engine, run once beforehand), so that only the record is timed, into a fresh SQLite store in a temporary
+folder. No Hydra: a job's composition and output folder come on top of this in a sweep.
+
+The training is a seed-sized job's three epochs with ``engine=autograd`` (the seed's loop, the default),
+timed alone. Together the two are a floor under the issue's "one more job" of the default engine, and the
+record alone, times 256, a floor under the 256-job vectorized sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lrlab.api import compose, composition
+from lrlab.config import Config, job_config
+from lrlab.engines.results import EpochResult, TrainResult
+from lrlab.pipeline import run_pipeline
+from lrlab.provenance import run_params
+from lrlab.runner import TrackedRun
+from lrlab.store import open_client
+from lrlab.theory import Reference
+from lrlab.tracking import Tracker
+
+
+def record_seconds(jobs: int) -> float:
+    """Median seconds of one job's record, over ``jobs`` jobs of one sweep in a fresh store."""
+    cfg = compose("engine=compiled")
+    composed = composition(cfg)
+    dcfg = job_config(composed)  # what a job's run records: the config without Hydra's node
+    refs: list[Reference] = []
+    epochs: list[EpochResult] = []
+    result = run_pipeline(cfg, epochs.append, refs.append)
+    ref = refs[0]
+    params = run_params(dcfg, dict(composed.hydra.runtime.choices))
+    times = []
+    with tempfile.TemporaryDirectory(prefix="lrlab-bench-") as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        parent = Tracker.start(uri, cfg.experiment_name, "sweep")
+        with contextlib.redirect_stdout(io.StringIO()):  # each job prints its epochs and its result
+            for num in range(jobs):
+                start = time.perf_counter()
+                _one_job(uri, parent.run_id, num, cfg, dcfg, params, ref, epochs, result)
+                times.append(time.perf_counter() - start)
+        parent.end("FINISHED")
+        open_client(uri)  # the store's engine is disposed of with the folder
+    return statistics.median(times)
+
+
+def _one_job(
+    uri: str,
+    parent_id: str,
+    num: int,
+    cfg: Config,
+    dcfg: DictConfig,
+    params: dict[str, object],
+    ref: Reference,
+    epochs: list[EpochResult],
+    result: TrainResult,
+) -> None:
+    tags = {"lrlab.job_num": str(num)}
+    tracker = Tracker.start(uri, cfg.experiment_name, f"lr={cfg.lr} #{num}", tags=tags, parent_run_id=parent_id)
+    run = TrackedRun(tracker, cfg, dcfg, params, f"job {num}", uri, num)
+    run.begin()
+    run.on_reference(ref)
+    for epoch in epochs:
+        run.on_epoch(epoch)
+    run.conclude(result)
+    tracker.client.get_metric_history(tracker.run_id, "train_loss")  # the sweep's summary reads it back
+
+
+def training_seconds(repeats: int) -> float:
+    """Median seconds of a seed-sized job's training with ``engine=autograd`` (steps 1-7, untracked)."""
+    cfg = compose()
+    run_pipeline(cfg)  # torch's first calls
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_pipeline(cfg)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
