@@ -56,7 +56,7 @@ def composition(cfg: Config) -> DictConfig:
     """The Hydra composition behind ``cfg`` (from ``compose``), Hydra's node included: what a run records."""
     composed = getattr(cfg, _COMPOSED, None)
     if not isinstance(composed, DictConfig):
-        raise TypeError("lrlab.run takes a Config made by lrlab.compose(...)")
+        raise TypeError("expected a Config made by lrlab.compose(...)")
     return composed
 
 

@@ -225,7 +225,7 @@ def floor_rows(quick: bool, repeats: int) -> list[Row]:
             f"{seconds / 0.1:.2f}× the budget",
         ),
         Row(
-            "training a seed-sized job, engine=autograd (the seed's loop, 3 epochs)",
+            "steps 1-7 of a seed-sized job, engine=autograd (data, references, 3 epochs of the seed's loop)",
             f"{training * 1000:.0f} ms/job",
             budget,
             f"{training / 0.1:.2f}× the budget",

@@ -7,9 +7,10 @@ history back. Each job replays the callbacks of one real training (``run_pipelin
 engine, run once beforehand), so that only the record is timed, into a fresh SQLite store in a temporary
 folder. No Hydra: a job's composition and output folder come on top of this in a sweep.
 
-The training is a seed-sized job's three epochs with ``engine=autograd`` (the seed's loop, the default),
-timed alone. Together the two are a floor under the issue's "one more job" of the default engine, and the
-record alone, times 256, a floor under the 256-job vectorized sweep.
+The training is a seed-sized job's steps 1-7 with ``engine=autograd`` (the seed's loop, the default, three
+epochs; the data and its closed-form references included), timed alone. Together the two are a floor under
+the issue's "one more job" of the default engine, and the record alone, times 256, a floor under the
+256-job vectorized sweep.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from lrlab.api import compose, composition
 from lrlab.config import Config, job_config
 from lrlab.engines.results import EpochResult, TrainResult
 from lrlab.pipeline import run_pipeline
-from lrlab.provenance import run_params
+from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.runner import TrackedRun
-from lrlab.store import open_client
 from lrlab.theory import Reference
 from lrlab.tracking import Tracker
 
@@ -38,12 +38,11 @@ def record_seconds(jobs: int) -> float:
     """Median seconds of one job's record, over ``jobs`` jobs of one sweep in a fresh store."""
     cfg = compose("engine=compiled")
     composed = composition(cfg)
-    dcfg = job_config(composed)  # what a job's run records: the config without Hydra's node
+    dcfg = job_config(composed)  # a job's config, as Hydra's run_job hands it to the job: no Hydra node
+    choices = dict(composed.hydra.runtime.choices)
     refs: list[Reference] = []
     epochs: list[EpochResult] = []
     result = run_pipeline(cfg, epochs.append, refs.append)
-    ref = refs[0]
-    params = run_params(dcfg, dict(composed.hydra.runtime.choices))
     times = []
     with tempfile.TemporaryDirectory(prefix="lrlab-bench-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
@@ -51,10 +50,9 @@ def record_seconds(jobs: int) -> float:
         with contextlib.redirect_stdout(io.StringIO()):  # each job prints its epochs and its result
             for num in range(jobs):
                 start = time.perf_counter()
-                _one_job(uri, parent.run_id, num, cfg, dcfg, params, ref, epochs, result)
+                _one_job(uri, parent.run_id, num, cfg, dcfg, choices, refs[0], epochs, result)
                 times.append(time.perf_counter() - start)
         parent.end("FINISHED")
-        open_client(uri)  # the store's engine is disposed of with the folder
     return statistics.median(times)
 
 
@@ -64,12 +62,20 @@ def _one_job(
     num: int,
     cfg: Config,
     dcfg: DictConfig,
-    params: dict[str, object],
+    choices: dict[str, str],
     ref: Reference,
     epochs: list[EpochResult],
     result: TrainResult,
 ) -> None:
-    tags = {"lrlab.job_num": str(num)}
+    """What ``runner`` records for a sweep's job (``_start_run``, ``TrackedRun``), with this job's number."""
+    params = run_params(dcfg, choices)
+    tags = {
+        "lrlab.overrides": f"lr={cfg.lr}",
+        "lrlab.config_hash": config_hash(cfg),
+        **code_tags(),
+        **environment_tags(cfg.device.resolve()),
+        "lrlab.job_num": str(num),
+    }
     tracker = Tracker.start(uri, cfg.experiment_name, f"lr={cfg.lr} #{num}", tags=tags, parent_run_id=parent_id)
     run = TrackedRun(tracker, cfg, dcfg, params, f"job {num}", uri, num)
     run.begin()
@@ -81,7 +87,8 @@ def _one_job(
 
 
 def training_seconds(repeats: int) -> float:
-    """Median seconds of a seed-sized job's training with ``engine=autograd`` (steps 1-7, untracked)."""
+    """Median seconds of a seed-sized job's steps 1-7 with ``engine=autograd`` (the data, its references and
+    the training; untracked)."""
     cfg = compose()
     run_pipeline(cfg)  # torch's first calls
     times = []

@@ -2,8 +2,9 @@
 
 It reads each epoch's examples in the order the configured reader gives (``reader.order()``, the same
 shuffle the reader's minibatches follow), updates the step-4 model's own parameters in place, and ends
-every epoch with the autograd engine's evaluation (``results.end_epoch``'s numbers, see below). float32
-throughout, like torch, CPU only.
+every epoch with the autograd engine's evaluation (``results.end_epoch``'s quantities: its numbers bit for
+bit where the arithmetic allows, within round-off elsewhere; see below). float32 throughout, like torch,
+CPU only.
 
 The kernel repeats torch's arithmetic operation by operation: the forward pass and ``Xᵀr`` summed in index
 order (as MKL's sgemm does for these thin shapes), the bias gradient in the order of torch's sum kernel
@@ -12,8 +13,11 @@ round them (fused multiply-adds where torch's ``add(alpha=)``, ``lerp`` and ``ad
 that holds, the two engines' histories are equal bit for bit; the exceptions (a wider model, whose forward
 pass MKL sums in another order, and Adam, whose ``sqrt`` torch takes from MKL's vector math library) agree
 to float32 round-off. ``tests/unit/test_engines.py`` has the table. A model of ``WIDE_DIM`` features or more
-sums its forward pass and ``Xᵀr`` in the order LLVM vectorises them (``_dot``, ``_add_scaled``: reassociated
-sums, fused multiply-adds), within the same round-off: about twice as fast at d = 100. On data too large for
+sums its forward pass in the order LLVM vectorises it (``_dot``: a reassociated sum) and accumulates ``Xᵀr``
+row by row in fused multiply-adds (``_add_scaled``, vectorised across the features), within the same
+round-off: about twice as fast at d = 100. That order follows the CPU's vector width and its FMA unit: the
+same numbers on every run on one machine, not bit for bit on another CPU model (where MKL's own order
+differs too). On data too large for
 the caches, each step prefetches the row ``PREFETCH_AHEAD`` examples on, whose index the epoch's order
 already holds: reading shuffled rows waits on memory, and this hides the wait (about 2x at n = 10^6,
 d = 2, batch 10 or 256; 1.2x at n = 10^5, d = 100). It changes no value.
@@ -68,6 +72,7 @@ PREFETCH_AHEAD = 16  # examples: each step asks for the row this many places on 
 PREFETCH_MIN = 1 << 16  # floats of data (256 KiB) from which the rows are prefetched (smaller data stays cached)
 EVAL_MAX_EXAMPLES = 32768  # torch sums more than this across threads, in another order than _torch_sum
 EVAL_MAX_DIM = 3  # wider: MKL's forward pass and vector_norm sum in other orders
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a float32 sum past this is inf
 
 
 def _jit(function: Callable[..., Any], fastmath: set[str] | bool = False) -> Any:
@@ -261,8 +266,9 @@ def _steps(
         for k in range(size):
             if ahead and i + k + ahead < order.shape[0]:  # the row PREFETCH_AHEAD examples on: cached when it comes
                 later = order[i + k + ahead]
-                for j in range(0, d, 16):  # each 64-byte line of the row
+                for j in range(0, d, 16):  # each 64-byte line of the row, and its last one (a row may straddle)
                     _prefetch(flat, later * d + j)
+                _prefetch(flat, later * d + d - 1)
                 _prefetch(labels, later)
             row = order[i + k]
             y_hat = _dot(features[row], w) if wide else _forward(features, row, w)
@@ -349,7 +355,9 @@ def _evaluate_wide(
 
     Each example's loss is torch's, but for the forward pass's order (``_dot``, as the wide steps sum it);
     the mean and the norm are summed in float64 and rounded once, so that they are as close to the exact
-    values as torch's float32 sums or closer, at any n. ``losses`` and ``acc`` are not used.
+    values as torch's float32 sums or closer, at any n. Where torch's float32 sum overflows (a total past
+    ``FLOAT32_MAX``, of finite losses) they are ``inf`` as torch's are: a divergence is seen at the same
+    epoch for the same reason. ``losses`` and ``acc`` are not used.
     """
     n, d = features.shape
     total = 0.0
@@ -362,7 +370,9 @@ def _evaluate_wide(
         error = np.float64(w[j] - true_w[j])
         squares += error * error
         finite = finite and np.isfinite(w[j])
-    return np.float32(total / n), np.float32(np.sqrt(squares)), abs(b[0] - true_b), finite
+    mean = np.float32(np.inf) if total > FLOAT32_MAX else np.float32(total / n)
+    norm = np.float32(np.inf) if squares > FLOAT32_MAX else np.float32(np.sqrt(squares))
+    return mean, norm, abs(b[0] - true_b), finite
 
 
 @_jit

@@ -1,10 +1,10 @@
-"""What every engine reports, and the end of an epoch that every engine shares.
+"""What every engine reports, and the end of an epoch.
 
 At the end of each epoch an engine hands its model (the step-4 module, holding the current ``w`` and ``b``)
 to ``end_epoch``, which evaluates the step-5 loss on the whole training set with torch, reports the
 ``EpochResult`` and raises ``Diverged``: equal parameters give equal histories. The compiled engine
-evaluates in a kernel of the same arithmetic where it can (``compiled.epoch_end``), then reports through
-the same ``report_epoch``.
+evaluates the same quantities in a kernel (``compiled.epoch_end``): with torch's arithmetic where it can,
+within float32 round-off for a wide model; either way it reports through the same ``report_epoch``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ CASES = [
     "256 jobs, launcher=vectorized",
     "peak memory",
     "the record of one job",
-    "training a seed-sized job",
+    "steps 1-7 of a seed-sized job",
     "256 jobs' records alone",
     "16 jobs, one batched group, compiled on cpu",
 ]

@@ -46,6 +46,11 @@ def history_alone(cfg: Config) -> list[EpochResult]:
         ),
         # the compiled engine's kernel over each member (numba), with an optimizer only it trains here
         (("engine=compiled", "optimizer=adam", "dataset.num_examples=203"), (("lr=0.01",), ("lr=0.1",))),
+        # a wide model (d = 20): the kernel's vectorised sums and its own end-of-epoch evaluation
+        (
+            ("engine=compiled", "dataset=wide", "dataset.num_examples=203", "optimizer=sgd"),
+            (("lr=0.01",), ("lr=0.1", "optimizer.momentum=0.9")),
+        ),
     ],
 )
 def test_every_member_gets_the_history_it_gets_alone(

@@ -205,7 +205,8 @@ def test_the_kernel_evaluation_is_end_epochs(composed: dict[str, Config], dim: i
 
 def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, Config]) -> None:
     """``compiled.epoch_end`` for d >= WIDE_DIM: ``end_epoch``'s numbers within ROUND_OFF, past torch's
-    one-thread sums too, and the same verdict on non-finite parameters."""
+    one-thread sums too; the same verdict, for the same reason, on non-finite parameters and on finite losses
+    whose float32 sum overflows (torch's is inf there)."""
     from lrlab.engines.results import end_epoch
     from lrlab.losses import LOSSES as LOSS_FUNCTIONS
     from lrlab.models import MODELS as MODEL_CLASSES
@@ -213,30 +214,39 @@ def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, 
 
     generator = torch.Generator().manual_seed(5)
     shapes = [(203, compiled.WIDE_DIM), (203, 100), (40000, compiled.WIDE_DIM)]  # (n, d); 40000: past one thread's sum
+    sum_overflows = 0  # cases of finite losses whose float32 sum is inf
     for (n, dim), model, loss_name in product(shapes, MODELS, LOSSES):
         true_w = torch.randn(dim, generator=generator).tolist()
         cfg = variant(composed["sgd"], loss=loss_name, dataset={"true_w": true_w, "true_b": 4.2, "num_examples": n})
         features, labels = torch.randn(n, dim, generator=generator), torch.randn(n, 1, generator=generator) * 5
         finish = compiled.epoch_end(cfg, features, labels)
         assert finish is not end_epoch
-        ref = reference(features, labels, true_w, 4.2, loss_name, 0.03) if n >= dim else None
-        for poison in (None, math.inf, math.nan):
-            w, b = torch.randn(dim, 1, generator=generator), torch.randn(1, generator=generator)
+        ref = reference(features, labels, true_w, 4.2, loss_name, 0.03)
+        for scale, poison in ((1.0, None), (1.0, math.inf), (1.0, math.nan), (1.5e18, None)):  # 1.5e18: losses ~1e37
+            w, b = torch.randn(dim, 1, generator=generator) * scale, torch.randn(1, generator=generator)
             if poison is not None:
                 w[-1] = poison
             net = MODEL_CLASSES[model](w, b)
             outcomes = []
             for evaluate in (finish, end_epoch):
                 history: list[EpochResult] = []
-                with pytest.raises(Diverged) if poison is not None else contextlib.nullcontext():
+                reason = ""
+                try:
                     evaluate(cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None)
-                outcomes.append(history[0])
-            got, want = outcomes
-            if poison is None:
+                except Diverged as diverged:
+                    reason = diverged.reason
+                outcomes.append((history[0], reason))
+            (got, got_reason), (want, want_reason) = outcomes
+            assert got_reason == want_reason, (n, dim, model, loss_name, scale, poison)
+            assert bool(want_reason) is not (scale == 1.0 and poison is None)
+            if math.isfinite(want.train_loss):
                 assert got.train_loss == pytest.approx(want.train_loss, rel=ROUND_OFF["train_loss_rtol"])
                 assert [got.w_error, got.b_error] == pytest.approx([want.w_error, want.b_error], abs=ROUND_OFF["atol"])
-            else:
-                assert not math.isfinite(got.train_loss) and not math.isfinite(want.train_loss)
+            else:  # inf and nan as torch has them
+                assert str(got.train_loss) == str(want.train_loss)
+                with torch.no_grad():
+                    sum_overflows += bool(torch.isfinite(LOSS_FUNCTIONS[loss_name](net(features), labels)).all())
+    assert sum_overflows > 0
 
 
 @pytest.mark.parametrize(("optimizer", "lr", "threshold"), DIVERGING)
