@@ -266,9 +266,8 @@ def _steps(
         for k in range(size):
             if ahead and i + k + ahead < order.shape[0]:  # the row PREFETCH_AHEAD examples on: cached when it comes
                 later = order[i + k + ahead]
-                for j in range(0, d, 16):  # each 64-byte line of the row, and its last one (a row may straddle)
+                for j in range(0, d, 16):  # each 64-byte line of the row
                     _prefetch(flat, later * d + j)
-                _prefetch(flat, later * d + d - 1)
                 _prefetch(labels, later)
             row = order[i + k]
             y_hat = _dot(features[row], w) if wide else _forward(features, row, w)
