@@ -4,7 +4,7 @@ trained as one batched computation. Knows nothing of Hydra or MLflow.
 A group's members share steps 1-2 (the data and its shuffle) and the kind of model, loss and optimiser; each
 member owns what only its model sees (``MEMBER_FIELDS``). Step 1 and 2 run once; steps 3-5 once per member,
 since every member keeps its own step-4 model for the per-epoch evaluation of its engine (``results.end_epoch``,
-or ``compiled.epoch_end``); step 7 updates all K models at once, each exactly as its own engine would:
+with ``compiled.evaluation``); step 7 updates all K models at once, each exactly as its own engine would:
 
 - ``engine=autograd``: batched torch ops on the configured device, the parameters as columns of one (d+1, K)
   tensor. Each column gets, operation by operation, the arithmetic that ``lrlab/engines/compiled.py``
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from lrlab.config import Config, LossName, OptimizerName
-from lrlab.engines.results import Diverged, EndEpoch, EpochResult, Stopped, TrainResult, end_epoch, train_result
+from lrlab.engines.results import Diverged, EpochResult, Evaluate, Stopped, TrainResult, end_epoch, train_result
 from lrlab.models import LinReg
 from lrlab.pipeline import (
     define_loss,
@@ -130,7 +130,7 @@ def _train(
         steps = _torch_steps(members, nets, device)
     else:
         steps = _numba_steps(members, nets, features, labels)
-    group.set_params, group.finish = steps.set_params, steps.end_epoch
+    group.set_params, group.evaluate = steps.set_params, steps.evaluate
     start = time.perf_counter()
     for epoch in range(1, first.num_epochs + 1):
         steps.epoch(features, labels, reader.order(), group, should_stop, epoch)
@@ -168,7 +168,7 @@ class _Group:
         self.refs = refs
         self.active = list(range(len(members)))
         self.set_params: Callable[[int, LinReg], None] = lambda index, net: None  # see _Steps
-        self.finish: EndEpoch = end_epoch
+        self.evaluate: Evaluate | None = None  # see _Steps
 
     def stop(self, epoch: int) -> None:
         for index in self.active:
@@ -181,7 +181,7 @@ class _Group:
             member, net = self.members[index], self.nets[index]
             self.set_params(index, net)
             try:
-                self.finish(
+                end_epoch(
                     member.cfg,
                     epoch,
                     net,
@@ -191,6 +191,7 @@ class _Group:
                     self.refs[index],
                     member.history,
                     member.on_epoch,
+                    self.evaluate,
                 )
             except Diverged as error:  # this member ends here, frozen; the others go on
                 self.end(index, error)
@@ -202,12 +203,12 @@ class _Group:
 @dataclass
 class _Steps:
     """How a group's models train: ``epoch`` runs one epoch of steps over the active members (or stops them
-    all at a stop); ``set_params`` copies member ``index``'s parameters into its step-4 model; ``end_epoch``
-    evaluates a member's model at the end of an epoch, as its engine does for one run."""
+    all at a stop); ``set_params`` copies member ``index``'s parameters into its step-4 model; ``evaluate``
+    is the engine's own evaluation of a model at the end of an epoch, as for one run (None: torch's)."""
 
     epoch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, _Group, Callable[[], bool], int], None]
     set_params: Callable[[int, LinReg], None]
-    end_epoch: EndEpoch = end_epoch
+    evaluate: Evaluate | None = None
 
 
 def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device) -> _Steps:
@@ -330,4 +331,4 @@ def _numba_steps(members: list[Member], nets: list[LinReg], features: torch.Tens
                 return
             compiled.steps_of_group(features_np, labels_np, order_np, begin, min(begin + span, n), *args)
 
-    return _Steps(epoch, set_params, compiled.epoch_end(cfg, features, labels))
+    return _Steps(epoch, set_params, compiled.evaluation(cfg, features, labels))

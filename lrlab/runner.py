@@ -150,6 +150,22 @@ def _start_run(
             return JobResult(None, SKIPPED, math.nan)
         if done:
             print(f"not reusing run {done.info.run_id} for {name}: it was made by other lrlab code; running again")
+    job_num = int(hydra_cfg.job.num) if multirun else None
+    tags = job_tags(cfg, overrides, identity, provenance, job_num, extra_tags)
+    tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
+    return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
+
+
+def job_tags(
+    cfg: Config,
+    overrides: list[str],
+    identity: str,
+    provenance: dict[str, str],
+    job_num: int | None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A job's run tags: its overrides, config hash (``identity``), code (``provenance``), environment and, in
+    a sweep, its job number."""
     tags = {
         "lrlab.overrides": redact(" ".join(overrides)),
         "lrlab.config_hash": identity,
@@ -157,11 +173,9 @@ def _start_run(
         **environment_tags(cfg.device.resolve()),
         **(extra_tags or {}),
     }
-    job_num = int(hydra_cfg.job.num) if multirun else None
     if job_num is not None:
         tags["lrlab.job_num"] = str(job_num)
-    tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
-    return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
+    return tags
 
 
 class TrackedRun:

@@ -28,8 +28,8 @@ from lrlab.api import compose, composition
 from lrlab.config import Config, job_config
 from lrlab.engines.results import EpochResult, TrainResult
 from lrlab.pipeline import run_pipeline
-from lrlab.provenance import code_tags, config_hash, environment_tags, run_params
-from lrlab.runner import TrackedRun
+from lrlab.provenance import code_tags, config_hash, run_params
+from lrlab.runner import TrackedRun, job_tags
 from lrlab.theory import Reference
 from lrlab.tracking import Tracker
 
@@ -69,13 +69,7 @@ def _one_job(
 ) -> None:
     """What ``runner`` records for a sweep's job (``_start_run``, ``TrackedRun``), with this job's number."""
     params = run_params(dcfg, choices)
-    tags = {
-        "lrlab.overrides": f"lr={cfg.lr}",
-        "lrlab.config_hash": config_hash(cfg),
-        **code_tags(),
-        **environment_tags(cfg.device.resolve()),
-        "lrlab.job_num": str(num),
-    }
+    tags = job_tags(cfg, [f"lr={cfg.lr}"], config_hash(cfg), code_tags(), num)
     tracker = Tracker.start(uri, cfg.experiment_name, f"lr={cfg.lr} #{num}", tags=tags, parent_run_id=parent_id)
     run = TrackedRun(tracker, cfg, dcfg, params, f"job {num}", uri, num)
     run.begin()

@@ -22,7 +22,7 @@ the caches, each step prefetches the row ``PREFETCH_AHEAD`` examples on, whose i
 already holds: reading shuffled rows waits on memory, and this hides the wait (about 2x at n = 10^6,
 d = 2, batch 10 or 256; 1.2x at n = 10^5, d = 100). It changes no value.
 
-The evaluation at the end of an epoch runs in a kernel too (``epoch_end``). Where it can repeat torch's
+The evaluation at the end of an epoch runs in a kernel too (``evaluation``). Where it can repeat torch's
 arithmetic (``_evaluate``: at most ``EVAL_MAX_EXAMPLES`` examples, which torch sums in one thread in
 ``_torch_sum``'s order, and at most ``EVAL_MAX_DIM`` features, where MKL's forward pass sums in index order
 and ``vector_norm`` accumulates with fused multiply-adds) it gives ``end_epoch``'s numbers bit for bit, in a
@@ -49,16 +49,7 @@ from numba.extending import intrinsic
 
 from lrlab.config import Config, LossName
 from lrlab.data import Reader
-from lrlab.engines.results import (
-    EndEpoch,
-    EpochResult,
-    Stopped,
-    TrainResult,
-    end_epoch,
-    never,
-    report_epoch,
-    train_result,
-)
+from lrlab.engines.results import EpochResult, Evaluate, Stopped, TrainResult, end_epoch, never, train_result
 from lrlab.losses import Loss
 from lrlab.models import LinReg
 from lrlab.optim import ScratchSGD, TorchUpdate, Update
@@ -425,40 +416,31 @@ def is_mse(cfg: Config) -> bool:
             assert_never(cfg.loss.name)
 
 
-def epoch_end(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> EndEpoch:
-    """``end_epoch`` for models of ``cfg``'s shape trained on this data, in a kernel where one applies.
+def evaluation(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> Evaluate | None:
+    """``end_epoch``'s evaluation of models of ``cfg``'s shape on this data, in a kernel where one applies.
 
     ``_evaluate`` where it repeats torch's arithmetic (at most ``EVAL_MAX_EXAMPLES`` examples and
     ``EVAL_MAX_DIM`` features), ``_evaluate_wide`` for a wide model; in between (d = 4, or more examples),
-    ``end_epoch`` itself. The kernel is compiled, or loaded from the cache, here: not on the clock.
+    None: ``end_epoch`` evaluates with torch. The kernel is compiled, or loaded from the cache, here: not on
+    the clock.
     """
     num_examples, dim = features.shape
     exact = num_examples <= EVAL_MAX_EXAMPLES and dim <= EVAL_MAX_DIM
-    evaluate = _evaluate if exact else _evaluate_wide if dim >= WIDE_DIM else None
-    if evaluate is None or features.device.type != "cpu":
-        return end_epoch
+    kernel = _evaluate if exact else _evaluate_wide if dim >= WIDE_DIM else None
+    if kernel is None:
+        return None
     features_np, labels_np = features.contiguous().numpy(), labels.reshape(-1).contiguous().numpy()
     true_w, true_b = np.array(cfg.dataset.true_w, np.float32), np.float32(cfg.dataset.true_b)
     mse = is_mse(cfg)
     scratch = (np.empty(num_examples if exact else 0, np.float32), np.empty((4, 4), np.float32))
-    evaluate(features_np[:1], labels_np[:1], true_w, np.zeros(1, np.float32), true_w, true_b, mse, *scratch)
+    kernel(features_np[:1], labels_np[:1], true_w, np.zeros(1, np.float32), true_w, true_b, mse, *scratch)
 
-    def finish(
-        cfg: Config,
-        epoch: int,
-        net: LinReg,
-        loss: Loss,
-        features: torch.Tensor,
-        labels: torch.Tensor,
-        ref: Reference,
-        history: list[EpochResult],
-        on_epoch: Callable[[EpochResult], None],
-    ) -> None:
+    def evaluate(net: LinReg) -> tuple[float, float, float, bool]:
         w, b = (param.detach().numpy().reshape(-1) for param in net.parameters())
-        loss_, w_error, b_error, finite = evaluate(features_np, labels_np, w, b, true_w, true_b, mse, *scratch)
-        report_epoch(cfg, epoch, (float(loss_), float(w_error), float(b_error), finite), ref, history, on_epoch)
+        loss_, w_error, b_error, finite = kernel(features_np, labels_np, w, b, true_w, true_b, mse, *scratch)
+        return float(loss_), float(w_error), float(b_error), bool(finite)
 
-    return finish
+    return evaluate
 
 
 def train(
@@ -484,7 +466,7 @@ def train(
     span = cfg.batch_size * max(1, WORK_PER_CALL // (cfg.batch_size * (dim + 1)))  # examples per kernel call
     args = (cfg.batch_size, w, b, rule, mse, hyper, state, count)
     _steps(features_np, labels_np, np.empty(0, np.int64), 0, 0, *args)  # compiles, or loads the cache: no steps
-    finish = epoch_end(cfg, features, labels)
+    evaluate = evaluation(cfg, features, labels)
     history: list[EpochResult] = []
     start = time.perf_counter()  # after the compile, which is a cost of the process, not of training
     for epoch in range(1, cfg.num_epochs + 1):
@@ -495,5 +477,5 @@ def train(
             end = min(begin + span, num_examples)
             _steps(features_np, labels_np, order, begin, end, *args)
         del order  # n int64 (8n bytes, 80 MB at n = 10^7): freed before the evaluation's temporaries
-        finish(cfg, epoch, net, loss, features, labels, ref, history, on_epoch)
+        end_epoch(cfg, epoch, net, loss, features, labels, ref, history, on_epoch, evaluate)
     return train_result(cfg, net, history, time.perf_counter() - start, features)

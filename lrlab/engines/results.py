@@ -3,8 +3,8 @@
 At the end of each epoch an engine hands its model (the step-4 module, holding the current ``w`` and ``b``)
 to ``end_epoch``, which evaluates the step-5 loss on the whole training set with torch, reports the
 ``EpochResult`` and raises ``Diverged``: equal parameters give equal histories. The compiled engine
-evaluates the same quantities in a kernel (``compiled.epoch_end``): with torch's arithmetic where it can,
-within float32 round-off for a wide model; either way it reports through the same ``report_epoch``.
+evaluates the same quantities in a kernel (``compiled.evaluation``, passed to ``end_epoch``): with torch's
+arithmetic where it can, within float32 round-off for a wide model.
 """
 
 from __future__ import annotations
@@ -60,10 +60,8 @@ def never() -> bool:
     return False
 
 
-# end_epoch's signature: how an engine ends an epoch (the compiled engine has its own, compiled.epoch_end)
-OnEpoch = Callable[[EpochResult], None]
-Tensor = torch.Tensor
-EndEpoch = Callable[[Config, int, LinReg, Loss, Tensor, Tensor, Reference, list[EpochResult], OnEpoch], None]
+Evaluated = tuple[float, float, float, bool]  # train_loss, w_error, b_error, whether w and b are finite
+Evaluate = Callable[[LinReg], Evaluated]  # an engine's own evaluation of a model (compiled.evaluation)
 
 
 def end_epoch(
@@ -76,8 +74,21 @@ def end_epoch(
     ref: Reference,
     history: list[EpochResult],
     on_epoch: Callable[[EpochResult], None],
+    evaluate: Evaluate | None = None,
 ) -> None:
-    """Evaluate ``net`` after ``epoch``, append and report the result; raise ``Diverged`` if it left the bounds."""
+    """Evaluate ``net`` after ``epoch`` (with torch, or with ``evaluate``, an engine's evaluation of the same
+    quantities), append and report the result; raise ``Diverged`` if it left the bounds."""
+    train_loss, w_error, b_error, finite = evaluate(net) if evaluate else _evaluate(cfg, net, loss, features, labels)
+    result = EpochResult(epoch, train_loss, w_error, b_error, train_loss - ref.ols_train_loss)
+    history.append(result)
+    on_epoch(result)
+    reason = _divergence(result, finite, cfg.divergence_threshold)
+    if reason:
+        raise Diverged(epoch, reason, history)
+
+
+def _evaluate(cfg: Config, net: LinReg, loss: Loss, features: torch.Tensor, labels: torch.Tensor) -> Evaluated:
+    """The mean step-5 loss over the training set, ‖w − true_w‖₂, |b − true_b| and whether w and b are finite."""
     with torch.no_grad():
         true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
         train_loss = float(loss(net(features), labels).mean())
@@ -85,25 +96,7 @@ def end_epoch(
         w_error = float(torch.linalg.vector_norm(w - true_w))
         b_error = float((b - cfg.dataset.true_b).abs())
         finite = bool(torch.isfinite(w).all() and torch.isfinite(b).all())
-    report_epoch(cfg, epoch, (train_loss, w_error, b_error, finite), ref, history, on_epoch)
-
-
-def report_epoch(
-    cfg: Config,
-    epoch: int,
-    evaluated: tuple[float, float, float, bool],  # train_loss, w_error, b_error, whether w and b are finite
-    ref: Reference,
-    history: list[EpochResult],
-    on_epoch: Callable[[EpochResult], None],
-) -> None:
-    """Append and report the epoch's result; raise ``Diverged`` if it left the bounds."""
-    train_loss, w_error, b_error, finite = evaluated
-    result = EpochResult(epoch, train_loss, w_error, b_error, train_loss - ref.ols_train_loss)
-    history.append(result)
-    on_epoch(result)
-    reason = _divergence(result, finite, cfg.divergence_threshold)
-    if reason:
-        raise Diverged(epoch, reason, history)
+    return train_loss, w_error, b_error, finite
 
 
 def _divergence(result: EpochResult, finite: bool, threshold: float) -> str:

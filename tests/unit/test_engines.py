@@ -204,7 +204,7 @@ def test_the_kernel_evaluation_is_end_epochs(composed: dict[str, Config], dim: i
 
 
 def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, Config]) -> None:
-    """``compiled.epoch_end`` for d >= WIDE_DIM: ``end_epoch``'s numbers within ROUND_OFF, past torch's
+    """``compiled.evaluation`` for d >= WIDE_DIM: ``end_epoch``'s numbers within ROUND_OFF, past torch's
     one-thread sums too; the same verdict, for the same reason, on non-finite parameters and on finite losses
     whose float32 sum overflows (torch's is inf there)."""
     from lrlab.engines.results import end_epoch
@@ -219,8 +219,8 @@ def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, 
         true_w = torch.randn(dim, generator=generator).tolist()
         cfg = variant(composed["sgd"], loss=loss_name, dataset={"true_w": true_w, "true_b": 4.2, "num_examples": n})
         features, labels = torch.randn(n, dim, generator=generator), torch.randn(n, 1, generator=generator) * 5
-        finish = compiled.epoch_end(cfg, features, labels)
-        assert finish is not end_epoch
+        kernel = compiled.evaluation(cfg, features, labels)
+        assert kernel is not None
         ref = reference(features, labels, true_w, 4.2, loss_name, 0.03)
         for scale, poison in ((1.0, None), (1.0, math.inf), (1.0, math.nan), (1.5e18, None)):  # 1.5e18: losses ~1e37
             w, b = torch.randn(dim, 1, generator=generator) * scale, torch.randn(1, generator=generator)
@@ -228,11 +228,13 @@ def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, 
                 w[-1] = poison
             net = MODEL_CLASSES[model](w, b)
             outcomes = []
-            for evaluate in (finish, end_epoch):
+            for evaluate in (kernel, None):  # the kernel's evaluation, torch's
                 history: list[EpochResult] = []
                 reason = ""
                 try:
-                    evaluate(cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None)
+                    end_epoch(
+                        cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None, evaluate
+                    )
                 except Diverged as diverged:
                     reason = diverged.reason
                 outcomes.append((history[0], reason))
