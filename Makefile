@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c requirements.lock \
 		--config-settings editable_mode=compat -e '.[dev,cluster]'
-	$(PY) -c "import lrlab.runner, lrlab.summary, lrlab.sweep, lrlab.compare, mlflow.server, lrlab as l; \
+	$(PY) -c "import lrlab.sweep.job, lrlab.sweep.summary, lrlab.sweep.callback, lrlab.compare, mlflow.server, lrlab as l; \
 		l.train(l.compose('engine=compiled', 'num_epochs=1'))" > /dev/null
 	touch $@
 
@@ -44,19 +44,20 @@ test: $(STAMP) ## run every test (unit, integration, e2e) on every core (JOBS=N 
 soak: $(STAMP) ## repeat each concurrency and interrupt case SOAK times (default 20) and print the counts
 	LRLAB_SOAK=$(SOAK) $(PY) -m pytest -n $(JOBS) -m "soak or soak_only" -q
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) ## ruff (lint + format check), mypy, and import-linter (the layers, and a math free of Hydra and MLflow)
 	$(VENV)/bin/ruff check lrlab tests hydra_plugins
 	$(VENV)/bin/ruff format --check lrlab tests hydra_plugins
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP) ## lrlab against the seed's own loops, sweep and job costs, peak memory: ratios into BENCHMARKS.md
-	$(PY) -m lrlab.bench $(BENCH_ARGS)
+	$(PY) -m lrlab.tools.bench $(BENCH_ARGS)
 
 ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 server: $(STAMP) ## a tracking server for many hosts: MLflow over PostgreSQL in $(SERVER_DIR) on http://$(HOST):$(PORT) (WORKERS=4)
-	$(PY) -m lrlab.server --host $(HOST) --port $(PORT) --dir $(SERVER_DIR) --workers $(WORKERS)
+	$(PY) -m lrlab.tools.server --host $(HOST) --port $(PORT) --dir $(SERVER_DIR) --workers $(WORKERS)
 
 study-%: $(STAMP) ## run one study from experiments/ (resumable; e.g. make study-lr_sweep)
 	@test -f experiments/$*.yaml || { echo "lrlab: error: study=$* does not exist: choose one of $(STUDIES)" >&2; exit 2; }

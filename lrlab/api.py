@@ -3,7 +3,7 @@
 import lrlab
 cfg = lrlab.compose("lr=0.1")            # validated, typed Config; bad input raises ConfigError
 result = lrlab.train(cfg)                # the seven steps, untracked: a TrainResult
-tracked = lrlab.run(cfg)                 # a tracked MLflow run, recorded as the CLI records it
+tracked = lrlab.track(cfg)               # a tracked MLflow run, recorded as the CLI records it
 tracked.run_id, tracked.status, tracked.result.history[-1].train_loss
 """
 
@@ -19,14 +19,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lrlab import interrupt
-from lrlab.config import CONF_DIR, Config, ConfigError, job_config, register_configs, to_config
-from lrlab.errors import user_error_line
-from lrlab.pipeline import EpochResult, TrainResult, run_pipeline
-from lrlab.store import bound_http_retries, check_store, resolve_tracking_uri
+from lrlab.core.config import Config, ConfigError
+from lrlab.core.pipeline import EpochResult, TrainResult, run_pipeline
+from lrlab.record.store import bound_http_retries, check_store, resolve_tracking_uri
+from lrlab.sweep import interrupt
+from lrlab.sweep.compose import CONF_DIR, job_config, register_configs, to_config
+from lrlab.sweep.console import user_error_line
 
 if TYPE_CHECKING:
-    from lrlab.runner import JobResult
+    from lrlab.sweep.job import JobResult
 
 _COMPOSED = "_lrlab_composed"  # the Hydra composition behind a Config from compose(), which run() records
 
@@ -65,14 +66,14 @@ def train(cfg: Config, on_epoch: Callable[[EpochResult], None] | None = None) ->
     return run_pipeline(cfg, on_epoch or (lambda _: None))
 
 
-def run(cfg: Config, tracking_uri: str | None = None, experiment_name: str | None = None) -> JobResult:
+def track(cfg: Config, tracking_uri: str | None = None, experiment_name: str | None = None) -> JobResult:
     """A tracked run of ``cfg`` (from ``compose``), with the MLflow record a CLI run of the same overrides has.
 
     ``tracking_uri`` and ``experiment_name`` override the config's (default: $MLFLOW_TRACKING_URI, else
     ./mlflow.db, and ``lrlab``). Returns the run's id, status and ``TrainResult``. Ctrl-C during the run ends
     it KILLED and raises ``KeyboardInterrupt``; a job that crashes raises ``JobFailed``.
     """
-    from lrlab.runner import run_job  # MLflow: only a tracked run needs it
+    from lrlab.sweep.job import run_job  # MLflow: only a tracked run needs it
 
     dcfg = copy.deepcopy(composition(cfg))
     with open_dict(dcfg):

@@ -1,10 +1,10 @@
-"""The ``lrlab`` console script: handle Ctrl-C from the start, then the entry point of ``lrlab.run``."""
+"""The ``lrlab`` console script and ``python -m lrlab``: handle Ctrl-C from the start, then ``lrlab.run``."""
 
-from lrlab import interrupt
+from lrlab.sweep import interrupt
 
 
 def main() -> None:
-    interrupt.install()
+    interrupt.install()  # Ctrl-C is a stop request from the first line on
     from lrlab.run import main as run_main
 
     run_main()

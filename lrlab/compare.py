@@ -16,7 +16,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from lrlab.errors import UsageError
+from lrlab.record.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from lrlab.run import quiet_libraries
+    from lrlab.sweep.console import quiet_libraries
 
     quiet_libraries()
     try:
@@ -65,9 +65,9 @@ def compare(
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lrlab.names import redact_uri
-    from lrlab.store import check_store, resolve_tracking_uri
-    from lrlab.tracking import GROUP_TAG, child_runs, outcome, sweep_jobs
+    from lrlab.record.redact import redact_uri
+    from lrlab.record.store import check_store, resolve_tracking_uri
+    from lrlab.record.tracking import GROUP_TAG, child_runs, outcome, sweep_jobs
 
     uri = resolve_tracking_uri(tracking_uri)
     check_store(uri)

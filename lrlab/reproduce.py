@@ -20,14 +20,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from lrlab import interrupt
-from lrlab.config import CONF_DIR, job_config
-from lrlab.names import redact_uri
-from lrlab.provenance import GROUPS
-from lrlab.run import quiet_libraries
-from lrlab.runner import run_job
-from lrlab.store import bound_http_retries, resolve_tracking_uri
-from lrlab.tracking import sweep_jobs
+from lrlab.record.provenance import GROUPS
+from lrlab.record.redact import redact_uri
+from lrlab.record.store import bound_http_retries, resolve_tracking_uri
+from lrlab.record.tracking import sweep_jobs
+from lrlab.sweep import interrupt
+from lrlab.sweep.compose import CONF_DIR, job_config, register_configs
+from lrlab.sweep.console import quiet_libraries
+from lrlab.sweep.job import run_job
 
 TIMINGS = {"samples_per_second", "train_seconds"}  # wall-clock, never reproducible
 CROSS_DEVICE_RTOL = 1e-4
@@ -62,6 +62,7 @@ def reproduce(run_id: str, tracking_uri: str) -> tuple[Run, Run]:
     original = client.get_run(run_id)
     logged = OmegaConf.create(Path(client.download_artifacts(run_id, "config.yaml")).read_text())
     choices = [f"{group}={original.data.params[group]}" for group in GROUPS if group in original.data.params]
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         composed = compose(config_name="config", overrides=choices, return_hydra_config=True)
     cfg = OmegaConf.merge(composed, logged)

@@ -11,31 +11,29 @@ a second rather than four.
 from __future__ import annotations
 
 if __name__ == "__main__":  # python -m lrlab.run: Ctrl-C is a stop request from the first line on
-    from lrlab import interrupt as _interrupt
+    from lrlab.sweep import interrupt as _interrupt
 
     _interrupt.install()
 
-import logging
-import os
 import sys
-from typing import TextIO
 
 import hydra
 from omegaconf import DictConfig
 
-from lrlab import interrupt
-from lrlab.config import CONF_DIR, register_configs
-from lrlab.errors import Abort, LrlabError, StoreUnreachable, UsageError, user_error_line
-from lrlab.names import redact, redact_uri
-from lrlab.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
-from lrlab.sweep import abandon_sweep, end_sweep
+from lrlab.record.errors import LrlabError, StoreUnreachable, UsageError
+from lrlab.record.redact import redact, redact_uri
+from lrlab.record.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
+from lrlab.sweep import interrupt
+from lrlab.sweep.callback import Abort, abandon_sweep, end_sweep
+from lrlab.sweep.compose import CONF_DIR, register_configs
+from lrlab.sweep.console import Redacting, quiet_libraries, user_error_line
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(dcfg: DictConfig) -> float:
-    from lrlab.runner import run_job
+    from lrlab.sweep.job import run_job
 
     return run_job(dcfg).final_loss
 
@@ -50,19 +48,6 @@ def _end_sweep_after(status: str, store_down: bool = False) -> None:
     except Exception as error:  # the original error is what the user needs to read
         why = redact(str(error))[:200]
         print(f"lrlab: the sweep's parent run could not be ended {status}: {why}", file=sys.stderr)
-
-
-def quiet_libraries() -> None:
-    """No library chatter on the terminal: lrlab reports failures itself, in one line."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # the exception, not Hydra's multi-line report
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it would print user:password@
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow sets its loggers' level when imported
-    for name in ("urllib3", "mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    # joblib's workers, stopped by an error, leave semaphores that the resource tracker (a process that
-    # inherits this environment) reports at exit; they are cleaned up, the warning is noise.
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
 
 
 def _refuse_before_hydra(argv: list[str]) -> None:
@@ -81,7 +66,7 @@ def _refuse_before_hydra(argv: list[str]) -> None:
 
 def expand_replicates(argv: list[str]) -> list[str]:
     """``replicates=N``: shorthand for a sweep over ``seed=range(0,N)``, whose seeds are then grouped as
-    replicates of each configuration (lrlab/groups.py). It turns the command into a sweep (``-m``)."""
+    replicates of each configuration (lrlab/sweep/groups.py). It turns the command into a sweep (``-m``)."""
     given = [a for a in argv if a.partition("=")[0] == "replicates"]
     if not given:
         return argv
@@ -101,21 +86,8 @@ def _tracking_uri(argv: list[str]) -> str:
     return resolve_tracking_uri(given[-1] if given else None)
 
 
-class _Redacting:
-    """A console stream that writes URIs without their passwords, whoever prints them (Hydra's --cfg too)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(redact(text))
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._stream, name)
-
-
 def main() -> None:
-    sys.stdout, sys.stderr = _Redacting(sys.stdout), _Redacting(sys.stderr)
+    sys.stdout, sys.stderr = Redacting(sys.stdout), Redacting(sys.stderr)
     quiet_libraries()
     interrupt.install()
     bound_http_retries()

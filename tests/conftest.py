@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from lrlab.config import Config, register_configs, to_config
+from lrlab.core.config import Config
+from lrlab.sweep.compose import register_configs, to_config
 from tests.servers import LrlabServer, lrlab_server, reachable_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,11 +82,11 @@ def run_cli(tmp_path: Path, tracking_uri: str) -> Callable[..., subprocess.Compl
 
 @pytest.fixture(scope="module")
 def pg_server_module() -> Iterator[LrlabServer]:
-    """``python -m lrlab.server`` (what ``make server`` runs) over a new PostgreSQL cluster: one per module.
+    """``python -m lrlab.tools.server`` (what ``make server`` runs) over a new PostgreSQL cluster: one per module.
 
     Skipped where PostgreSQL's binaries are missing (.ci/run installs them).
     """
-    from lrlab.server import find_pg_bin
+    from lrlab.tools.server import find_pg_bin
 
     if find_pg_bin() is None:
         pytest.skip("no PostgreSQL binaries (apt-get install postgresql)")

@@ -1,6 +1,6 @@
 """A real ``mlflow server`` on 127.0.0.1 for the tests, optionally with basic auth; stopped with its workers.
 
-``LrlabServer``: the server that ``make server`` runs (``python -m lrlab.server``, over PostgreSQL).
+``LrlabServer``: the server that ``make server`` runs (``python -m lrlab.tools.server``, over PostgreSQL).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ URI_LINE = re.compile(r"MLFLOW_TRACKING_URI=(\S+) \(backend (\S+), artifacts")
 
 @dataclass
 class LrlabServer:
-    """``python -m lrlab.server`` (what ``make server`` runs) in a subprocess: its printed URI, its stop by signal.
+    """``make server`` (``python -m lrlab.tools.server``) in a subprocess: its printed URI, its stop by signal.
 
     ``stop`` sends the signal to the server process alone (it stops its own children, as on Ctrl-C); whatever
     it started and left behind is then killed, so a test that fails leaves nothing running.
@@ -120,7 +120,7 @@ class LrlabServer:
     _descendants: list[psutil.Process] = field(default_factory=list)
 
     def start(self, timeout: float = 120) -> LrlabServer:
-        command = [sys.executable, "-m", "lrlab.server", "--dir", str(self.folder), "--port", str(self.port)]
+        command = [sys.executable, "-m", "lrlab.tools.server", "--dir", str(self.folder), "--port", str(self.port)]
         self.output, self.uri, self.backend = [], "", ""
         self.process = subprocess.Popen(
             [*command, "--workers", "1"],
@@ -140,7 +140,7 @@ class LrlabServer:
                 return self
             time.sleep(0.1)
         self.stop(signal.SIGKILL)
-        raise RuntimeError(f"lrlab.server did not start: {''.join(self.output)[-2000:]}")
+        raise RuntimeError(f"lrlab.tools.server did not start: {''.join(self.output)[-2000:]}")
 
     def _read(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None

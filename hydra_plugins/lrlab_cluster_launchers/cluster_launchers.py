@@ -1,6 +1,6 @@
 """The Hydra side of ``launcher=ray``, ``launcher=slurm`` and ``launcher=submitit_local``: the Ray and submitit
 launchers of Hydra's plugins, with what lrlab needs of a launcher whose jobs may run on other machines
-(``lrlab/launchers/cluster.py``):
+(``lrlab/sweep/launchers/cluster.py``):
 
 - the sweep's environment for its jobs (parent run, sweep keys, group runs, the tracking URI and MLflow's
   settings) travels inside each pickled job and is set in the job's process before it runs: a Ray worker
@@ -26,7 +26,7 @@ class RayLauncher(_PluginRayLauncher):
     """``launcher=ray``: each job a Ray task, on a local Ray (127.0.0.1) or an existing cluster."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lrlab.launchers.cluster import launch_on_ray
+        from lrlab.sweep.launchers.cluster import launch_on_ray
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         return launch_on_ray(
@@ -38,15 +38,21 @@ class _Submitit:
     """What lrlab adds to Hydra's submitit launchers: the job's environment travels with the pickled
     launcher (submitit runs ``launcher(...)`` on the node), and every job ends before a lost one is told."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lrlab.launchers.cluster import launch_on_submitit
+    cluster: str  # submitit's executor: ``local`` or ``slurm``
 
-        return launch_on_submitit(self, job_overrides, initial_job_idx)
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from lrlab.sweep.launchers.cluster import launch_on_submitit
+
+        return launch_on_submitit(self, self.cluster, job_overrides, initial_job_idx)
 
 
 class SubmititLocalLauncher(_Submitit, _PluginLocalLauncher):
     """``launcher=submitit_local``: submitit's local executor, one process per job on this machine."""
 
+    cluster = "local"
+
 
 class SlurmLauncher(_Submitit, _PluginSlurmLauncher):
     """``launcher=slurm``: one Slurm job per lrlab job (a job array), through submitit."""
+
+    cluster = "slurm"

@@ -1,4 +1,4 @@
-"""The Hydra side of ``launcher=vectorized``: a thin ``Launcher`` that hands the jobs to ``lrlab.launchers``.
+"""The Hydra side of ``launcher=vectorized``: a thin ``Launcher`` that hands the jobs to ``lrlab.sweep.launchers``.
 
 Hydra 1.3 instantiates a launcher only from the ``hydra_plugins`` namespace package (``Plugins._instantiate``
 refuses any other ``_target_``: "Invalid plugin ... not the hydra_plugins package"), so this class lives
@@ -28,15 +28,15 @@ class VectorizedLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context  # the jobs run lrlab's runner, not task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from lrlab.launchers.vectorized import launch
+        from lrlab.sweep.launchers.vectorized import launch
 
         assert self.config is not None and self.hydra_context is not None
         return launch(self.hydra_context, self.config, job_overrides, initial_job_idx)
 
     @staticmethod
     def refusal(cfg: Any) -> str | None:
-        """Why this launcher cannot run the job ``cfg`` (a ``lrlab.config.Config``), in one line; None if it can.
-        The sweep's callback asks before any run exists (lrlab/sweep.py)."""
-        from lrlab.launchers.support import unsupported
+        """Why this launcher cannot run the job ``cfg`` (a ``lrlab.core.config.Config``), in one line; None if it can.
+        The sweep's callback asks before any run exists (lrlab/sweep/callback.py)."""
+        from lrlab.sweep.launchers.support import unsupported
 
         return unsupported(cfg)

@@ -21,10 +21,10 @@ TIMINGS = {"samples_per_second", "train_seconds"}
 MACHINE_TAGS = ("lrlab.pid", "lrlab.pid_started", "lrlab.heartbeat", "mlflow.source.name", "mlflow.runName")
 
 API = """
-import json, sys, lrlab
+import json, sys, lrlab, lrlab.reproduce, lrlab.run  # the CLI modules loaded: lrlab.track is still the API's
 cfg = lrlab.compose(*sys.argv[1:])
 untracked = lrlab.train(cfg)
-tracked = lrlab.run(cfg)
+tracked = lrlab.track(cfg)
 print(json.dumps({"run_id": tracked.run_id, "status": tracked.status,
                   "untracked": [r.train_loss for r in untracked.history],
                   "tracked": [r.train_loss for r in tracked.result.history]}))
@@ -48,7 +48,7 @@ def test_the_api_records_what_the_cli_records(tmp_path: Path, tracking_uri: str)
     )
     assert api.returncode == 0, api.stderr
     answer = json.loads(api.stdout.strip().splitlines()[-1])
-    assert answer["status"] == "FINISHED" and answer["untracked"] == answer["tracked"]  # train() is run()'s numbers
+    assert answer["status"] == "FINISHED" and answer["untracked"] == answer["tracked"]  # train() is track()'s numbers
 
     client = MlflowClient(tracking_uri)
     by_id = {r.info.run_id: r for r in all_runs(client)}
@@ -73,7 +73,7 @@ def test_the_api_records_what_the_cli_records(tmp_path: Path, tracking_uri: str)
 
 def test_bad_input_from_python_is_one_clear_error() -> None:
     import lrlab
-    from lrlab.config import ConfigError
+    from lrlab.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^lrr: no such key"):
         lrlab.compose("+lrr=0.1")
@@ -109,8 +109,8 @@ def test_a_wheel_installed_elsewhere_runs_from_any_folder(tmp_path: Path) -> Non
     # The wheel's lrlab, not the checkout's: PYTHONPATH comes before the editable install.
     env = {**os.environ, "PYTHONPATH": str(site), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     where = subprocess.run(
-        # the wheel carries lrlab.engines too (compiling its kernel is a test of tests/unit/test_engines.py)
-        [sys.executable, "-c", "import lrlab.config as c, lrlab.engines.compiled as e; print(c.CONF_DIR)"],
+        # the wheel carries lrlab.core.engines too (compiling its kernel is a test of tests/unit/test_engines.py)
+        [sys.executable, "-c", "import lrlab.sweep.compose as c, lrlab.core.engines.compiled as e; print(c.CONF_DIR)"],
         cwd=elsewhere,
         env=env,
         capture_output=True,

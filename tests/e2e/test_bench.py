@@ -1,4 +1,4 @@
-"""``python -m lrlab.bench --quick``: every case prints a row with a ratio or an explicit "not available".
+"""``python -m lrlab.tools.bench --quick``: every case prints a row with a ratio or an explicit "not available".
 
 A smoke test of the benchmark's code paths at tiny sizes, never of its numbers: the speed cases run in its
 process; the subprocess cases (CLI processes of about 5 s of CPU each) say that ``--quick`` skips them
@@ -39,7 +39,7 @@ RATIO = re.compile(r"\| -?\d[\d,]*(\.\d+)?× ")
 def test_quick_bench_prints_every_case_and_writes_the_tables(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "lrlab.bench", "--quick", "--output", str(output)],
+        [sys.executable, "-m", "lrlab.tools.bench", "--quick", "--output", str(output)],
         cwd=tmp_path,
         capture_output=True,
         text=True,

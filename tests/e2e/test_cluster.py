@@ -5,7 +5,7 @@ runs only the lost job.
 
 One Ray (``ray start --head``) serves the module's sweeps, which join it through ``RAY_ADDRESS``: starting Ray
 costs about 10 s here, and its workers, started by its raylet, do not inherit a sweep's environment, so the
-sweep's parent run and tracking URI must travel with each job (lrlab/launchers/cluster.py).
+sweep's parent run and tracking URI must travel with each job (lrlab/sweep/launchers/cluster.py).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_a_ray_sweep_attaches_every_job_to_its_parent(
 # Each submitit job is a process of its own that imports torch and MLflow (about 6 s of CPU): make test sweeps
 # 4 jobs, make soak the 8 of the Ray sweep.
 # make soak: each submitit job is a process that imports torch and MLflow (about 6 s of CPU); make test's
-# launcher case is the Ray sweep, through the same code (lrlab/launchers/cluster.py).
+# launcher case is the Ray sweep, through the same code (lrlab/sweep/launchers/cluster.py).
 @pytest.mark.soak_only
 @pytest.mark.parametrize("lrs", ["lr=0.01,0.02,0.03,0.04", LRS])
 def test_a_submitit_local_sweep_attaches_every_job_to_its_parent(

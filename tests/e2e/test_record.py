@@ -18,7 +18,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from lrlab.orphans import end_orphans
+from lrlab.record.orphans import end_orphans
 from tests.conftest import REPO
 from tests.e2e.test_cli import all_runs as runs_in
 from tests.servers import server
@@ -145,7 +145,7 @@ def test_a_kill_during_store_creation_leaves_no_store_or_a_whole_one(tmp_path: P
         [
             sys.executable,
             "-c",
-            "from lrlab.store import open_client; import sys; print('ready', flush=True); "
+            "from lrlab.record.store import open_client; import sys; print('ready', flush=True); "
             "open_client(sys.argv[1]).search_experiments()",
             uri,
         ],
@@ -189,7 +189,7 @@ def test_a_second_signal_forces_the_exit(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import time; from lrlab import interrupt; interrupt.install(); "
+            "import time; from lrlab.sweep import interrupt; interrupt.install(); "
             "print('ready', flush=True)\nwhile True: time.sleep(0.01)",
         ],
         stdout=subprocess.PIPE,

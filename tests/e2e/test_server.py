@@ -1,4 +1,4 @@
-"""``python -m lrlab.server`` (``make server``): a real PostgreSQL cluster, a real mlflow server, the real CLI.
+"""``python -m lrlab.tools.server`` (``make server``): a real PostgreSQL cluster, a real mlflow server, the real CLI.
 
 One server (the module-scoped ``pg_server``) serves the sweep and the stop-and-restart test; the SQLite
 fallback and the refusals start processes of their own. Every wait is bounded and every process is stopped.
@@ -25,7 +25,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from lrlab.server import PG_BIN_ENV, Cluster, find_pg_bin, pg_user
+from lrlab.tools.server import PG_BIN_ENV, Cluster, find_pg_bin, pg_user
 from tests.servers import LrlabServer, free_port, lrlab_server, reachable_folder
 
 pytestmark = pytest.mark.e2e
@@ -142,7 +142,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     try:
         for key, args in cases.items():
             done = subprocess.run(
-                [sys.executable, "-m", "lrlab.server", *args],
+                [sys.executable, "-m", "lrlab.tools.server", *args],
                 capture_output=True,
                 text=True,
                 timeout=60,

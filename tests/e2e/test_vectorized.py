@@ -3,7 +3,7 @@ same record, run for run; what it cannot train as the basic launcher would is re
 
 Tolerance: every metric history of every run (jobs, group runs, parent) agrees within RELATIVE = 1e-6 of the
 basic launcher's, the issue's bound. On the CPU the vectorized launcher repeats torch's arithmetic operation
-by operation (lrlab/batched.py), so what was seen is equality (a difference of 0).
+by operation (lrlab/core/batched.py), so what was seen is equality (a difference of 0).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from lrlab.config import CONF_DIR, job_config, option_name
-from lrlab.orphans import end_orphans
-from lrlab.runner import JobResult, run_job
+from lrlab.record.orphans import end_orphans
+from lrlab.sweep.compose import CONF_DIR, job_config, option_name
+from lrlab.sweep.job import JobResult, run_job
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_orphans_of_another_host_end_after_their_heartbeat_stops(client: MlflowC
 def test_the_jobs_still_running_at_a_sweeps_end_are_found_under_the_parent_and_its_groups(
     client: MlflowClient,
 ) -> None:
-    from lrlab.tracking import GROUP_TAG, running_jobs
+    from lrlab.record.tracking import GROUP_TAG, running_jobs
 
     experiment = client.create_experiment("running")
     parent = client.create_run(experiment).info.run_id

@@ -1,4 +1,4 @@
-"""lrlab.batched (launcher=vectorized): which jobs train together, and that a member's history is its own run's.
+"""lrlab.core.batched (launcher=vectorized): which jobs train together, and that a member's history is its own run's.
 
 Every member of a group gets, bit for bit, the history the pipeline gives that job alone (on the CPU): the
 tolerance here is equality; the e2e test holds the whole record to 1e-6 relative.
@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from lrlab.batched import group_key, train_together
-from lrlab.config import Config
-from lrlab.engines.results import Diverged, EpochResult, TrainResult
-from lrlab.pipeline import run_pipeline
+from lrlab.core.batched import group_key, train_together
+from lrlab.core.config import Config
+from lrlab.core.engines.results import Diverged, EpochResult, TrainResult
+from lrlab.core.pipeline import run_pipeline
 
 MakeCfg = Callable[..., Config]
 

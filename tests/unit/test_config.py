@@ -7,7 +7,7 @@ from itertools import product
 
 import pytest
 
-from lrlab.config import Config, ConfigError, DeviceName, LossName, ModelName, OptimizerName
+from lrlab.core.config import Config, ConfigError, DeviceName, LossName, ModelName, OptimizerName
 from tests.conftest import CONF
 
 GROUPS = ["dataset", "model", "loss", "optimizer", "reader", "device", "engine", "launcher"]

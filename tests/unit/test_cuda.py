@@ -1,4 +1,4 @@
-"""CUDA: one run and the vectorized path (lrlab.batched's torch ops) on a GPU. Skipped where there is none.
+"""CUDA: one run and the vectorized path (lrlab.core.batched's torch ops) on a GPU. Skipped where there is none.
 
 On the CPU a batched member's history equals its run alone bit for bit (test_batched.py). On a GPU the
 run alone multiplies through cuBLAS, which sums in its own order, while the batched path multiplies
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from lrlab.api import compose
-from lrlab.batched import train_together
-from lrlab.engines.results import Diverged, EpochResult, TrainResult
-from lrlab.pipeline import run_pipeline
+from lrlab.core.batched import train_together
+from lrlab.core.engines.results import Diverged, EpochResult, TrainResult
+from lrlab.core.pipeline import run_pipeline
 
 pytestmark = [
     pytest.mark.cuda,

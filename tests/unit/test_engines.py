@@ -16,7 +16,7 @@ equals ``end_epoch``'s torch evaluation bit for bit there (``test_the_kernel_eva
 for d >= 5 (the d = 20 rows) it sums as the wide steps do, within ROUND_OFF of torch's
 (``test_the_wide_evaluation_is_end_epochs_within_round_off``).
 
-Exact: the kernel does torch's arithmetic operation by operation (see ``lrlab/engines/compiled.py``).
+Exact: the kernel does torch's arithmetic operation by operation (see ``lrlab/core/engines/compiled.py``).
 That holds where torch's CPU kernels sum these shapes in the order the kernel does: MKL's sgemm sums a
 forward pass over d <= 4 features, and ``Xᵀr``, in index order. It was checked on x86-64 with MKL 2024.2
 (torch 2.13.0+cpu); another BLAS or CPU may sum otherwise and then these rows fail, saying so.
@@ -47,23 +47,34 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lrlab.config import (
+from lrlab.core.config import (
     Config,
     ConfigError,
     EngineConfig,
+    EngineName,
     LossConfig,
     LossName,
     ModelConfig,
     ModelName,
     ReaderConfig,
     ReaderName,
-    job_config,
-    to_config,
 )
-from lrlab.engines import ENGINES, compiled
-from lrlab.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
-from lrlab.provenance import config_hash, run_params
+from lrlab.core.engines import compiled
+from lrlab.core.pipeline import (
+    Diverged,
+    EpochResult,
+    Problem,
+    Stopped,
+    TrainResult,
+    define_optimizer,
+    read_dataset,
+    run_pipeline,
+)
+from lrlab.record.provenance import config_hash, run_params
+from lrlab.sweep.compose import job_config, to_config
 from tests.conftest import CONF
+
+ENGINES_NAMES = [engine.value for engine in EngineName]
 
 MODELS, LOSSES, READERS = ["scratch", "linear"], ["squared", "mse"], ["permutation", "shuffled_index", "dataloader"]
 OPTIMIZERS = ["sgd_scratch", "sgd", "momentum", "adam"]
@@ -95,7 +106,7 @@ def variant(
     **top: Any,
 ) -> Config:
     """A validated copy of ``cfg``: these options of model, loss and reader set only their group's name."""
-    groups: dict[str, Any] = {"engine": EngineConfig(name=engine)}
+    groups: dict[str, Any] = {"engine": EngineConfig(name=EngineName(engine))}
     if model:
         groups["model"] = ModelConfig(name=ModelName(model), init_std=cfg.model.init_std)
     if loss:
@@ -160,15 +171,22 @@ DIVERGING = [
 ]
 
 
+def judged(cfg: Config, net: Any, loss: Any, features: torch.Tensor, labels: torch.Tensor, ref: Any) -> Problem:
+    """The problem whose end of epoch evaluates ``net`` with ``loss`` on these data (steps 2 and 6 as in a run)."""
+    return Problem(
+        cfg, net, loss, define_optimizer(cfg, net), read_dataset(cfg, features, labels), features, labels, ref
+    )
+
+
 @pytest.mark.parametrize("dim", [1, 2, 3])
 def test_the_kernel_evaluation_is_end_epochs(composed: dict[str, Config], dim: int) -> None:
     """``compiled._evaluate`` gives ``end_epoch``'s numbers bit for bit, on every shape it is used for
     (n up to EVAL_MAX_EXAMPLES, short of and past each of torch's sum blocks), for both models and losses,
     and finds the same non-finite parameters."""
-    from lrlab.engines.results import end_epoch
-    from lrlab.losses import LOSSES as LOSS_FUNCTIONS
-    from lrlab.models import MODELS as MODEL_CLASSES
-    from lrlab.theory import reference
+    from lrlab.core.engines.results import end_epoch
+    from lrlab.core.losses import LOSSES as LOSS_FUNCTIONS
+    from lrlab.core.models import MODELS as MODEL_CLASSES
+    from lrlab.core.theory import reference
 
     assert (compiled.EVAL_MAX_DIM, compiled.EVAL_MAX_EXAMPLES) == (3, 32768)
     generator = torch.Generator().manual_seed(dim)
@@ -195,7 +213,7 @@ def test_the_kernel_evaluation_is_end_epochs(composed: dict[str, Config], dim: i
             history: list[EpochResult] = []
             if ref is not None:
                 with pytest.raises(Diverged) if poison is not None else contextlib.nullcontext():
-                    end_epoch(cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None)
+                    end_epoch(judged(cfg, net, LOSS_FUNCTIONS[loss_name], features, labels, ref), 1, history)
                 want = history[0]
                 assert [float(got[0]), float(got[1]), float(got[2])] == pytest.approx(
                     [want.train_loss, want.w_error, want.b_error], rel=0, abs=0, nan_ok=True
@@ -207,10 +225,10 @@ def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, 
     """``compiled.evaluation`` for d >= WIDE_DIM: ``end_epoch``'s numbers within ROUND_OFF, past torch's
     one-thread sums too; the same verdict, for the same reason, on non-finite parameters and on finite losses
     whose float32 sum overflows (torch's is inf there)."""
-    from lrlab.engines.results import end_epoch
-    from lrlab.losses import LOSSES as LOSS_FUNCTIONS
-    from lrlab.models import MODELS as MODEL_CLASSES
-    from lrlab.theory import reference
+    from lrlab.core.engines.results import end_epoch
+    from lrlab.core.losses import LOSSES as LOSS_FUNCTIONS
+    from lrlab.core.models import MODELS as MODEL_CLASSES
+    from lrlab.core.theory import reference
 
     generator = torch.Generator().manual_seed(5)
     shapes = [(203, compiled.WIDE_DIM), (203, 100), (40000, compiled.WIDE_DIM)]  # (n, d); 40000: past one thread's sum
@@ -232,9 +250,7 @@ def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, 
                 history: list[EpochResult] = []
                 reason = ""
                 try:
-                    end_epoch(
-                        cfg, 1, net, LOSS_FUNCTIONS[loss_name], features, labels, ref, history, lambda _: None, evaluate
-                    )
+                    end_epoch(judged(cfg, net, LOSS_FUNCTIONS[loss_name], features, labels, ref), 1, history, evaluate)
                 except Diverged as diverged:
                     reason = diverged.reason
                 outcomes.append((history[0], reason))
@@ -256,7 +272,7 @@ def test_both_engines_diverge_at_the_same_epoch_for_the_same_reason(
     composed: dict[str, Config], optimizer: str, lr: float, threshold: float
 ) -> None:
     outcomes = []
-    for engine in ENGINES:
+    for engine in ENGINES_NAMES:
         cfg = variant(composed[optimizer], engine, dataset={"num_examples": 203}, lr=lr, num_epochs=20)
         with pytest.raises(Diverged) as diverged:
             run(dataclasses.replace(cfg, divergence_threshold=threshold))
@@ -269,7 +285,7 @@ def test_both_engines_diverge_at_the_same_epoch_for_the_same_reason(
 
 def test_wide_divergence_is_found_at_the_same_epoch(composed: dict[str, Config]) -> None:
     epochs = []
-    for engine in ENGINES:
+    for engine in ENGINES_NAMES:
         cfg = variant(composed["sgd"], engine, loss="mse", dataset={"true_w": WIDE_W, "num_examples": 203}, lr=0.5)
         with pytest.raises(Diverged) as diverged:  # in epoch 2
             run(dataclasses.replace(cfg, num_epochs=20))
@@ -277,7 +293,7 @@ def test_wide_divergence_is_found_at_the_same_epoch(composed: dict[str, Config])
     assert epochs[0] == epochs[1] > 1
 
 
-@pytest.mark.parametrize("engine", sorted(ENGINES))
+@pytest.mark.parametrize("engine", ENGINES_NAMES)
 def test_a_stop_during_epoch_3_keeps_the_first_two_epochs(composed: dict[str, Config], engine: str) -> None:
     cfg = variant(composed["momentum"], engine, num_epochs=5)
     full = run(cfg)
@@ -325,7 +341,7 @@ def test_compiled_refuses_a_device_other_than_cpu_in_one_line(make_cfg: Callable
     else:
         with pytest.raises(ConfigError, match=r"^device='cuda' is not allowed"):
             make_cfg("engine=compiled", "device=cuda")
-    assert make_cfg("engine=compiled").engine.name == "compiled"
+    assert make_cfg("engine=compiled").engine.name is EngineName.compiled
 
 
 def test_an_engine_name_that_disagrees_with_its_choice_is_refused(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -336,7 +352,7 @@ def test_an_engine_name_that_disagrees_with_its_choice_is_refused(compose_cfg: C
 
 def test_the_engine_is_logged_and_part_of_the_identity(compose_cfg: Callable[..., DictConfig]) -> None:
     logged, hashes = {}, {}
-    for engine in ENGINES:
+    for engine in ENGINES_NAMES:
         dcfg = compose_cfg(f"engine={engine}", return_hydra_config=True)
         choices = dict(dcfg.hydra.runtime.choices)
         params = run_params(job_config(dcfg), choices)
@@ -351,12 +367,12 @@ def test_a_default_run_does_not_import_numba() -> None:
     script = textwrap.dedent(
         """
         import sys
-        from lrlab.config import *
-        from lrlab.pipeline import run_pipeline
+        from lrlab.core.config import *
+        from lrlab.core.pipeline import run_pipeline
         groups = dict(dataset=DatasetConfig(num_examples=50), model=ModelConfig(), loss=LossConfig(),
                       optimizer=OptimizerConfig(), reader=ReaderConfig(), device=DeviceConfig())
         run_pipeline(Config(**groups, engine=EngineConfig(), num_epochs=1))
-        assert "lrlab.engines.autograd" in sys.modules and "numba" not in sys.modules, sorted(sys.modules)
+        assert "lrlab.core.engines.autograd" in sys.modules and "numba" not in sys.modules, sorted(sys.modules)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytest
 from omegaconf import DictConfig
 
-from lrlab.config import CONF_DIR, NAMED_GROUPS, ConfigError, option_name, to_config
-from lrlab.optim import make_update
-from lrlab.provenance import config_hash
-from lrlab.summary import loglog_slope
+from lrlab.core.config import ConfigError
+from lrlab.core.optim import make_update
+from lrlab.record.provenance import config_hash
+from lrlab.sweep.compose import CONF_DIR, NAMED_GROUPS, option_name, to_config
+from lrlab.sweep.summary import loglog_slope
 
 STUDIES = sorted(p.stem for p in (CONF_DIR.parent / "experiments").glob("*.yaml"))
 GROUPS = [g for g in NAMED_GROUPS if g != "device"]  # device options exist only where the device does
@@ -128,7 +129,7 @@ def test_a_job_derived_from_a_composed_sibling_equals_its_own_composition(
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from lrlab.jobloader import JobLoader
+    from lrlab.sweep.jobloader import JobLoader
 
     hydra_loader = GlobalHydra.instance().config_loader()
     master = hydra_loader.load_configuration("config", ["hydra.sweep.dir=sweeps/x"], RunMode.MULTIRUN)

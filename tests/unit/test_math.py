@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrlab.data import synthetic_data
-from lrlab.losses import LOSSES, squared_loss
-from lrlab.models import ConciseLinReg, ScratchLinReg, init_params
-from lrlab.optim import ScratchSGD, TorchUpdate
+from lrlab.core.data import synthetic_data
+from lrlab.core.losses import LOSSES, squared_loss
+from lrlab.core.models import ConciseLinReg, ScratchLinReg, init_params
+from lrlab.core.optim import ScratchSGD, TorchUpdate
 
 B, D = 16, 3
 

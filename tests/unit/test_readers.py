@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lrlab.data import READERS
+from lrlab.core.data import READERS
 
 
 @pytest.mark.parametrize("name", sorted(READERS))

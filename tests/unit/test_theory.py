@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from lrlab.data import synthetic_data
-from lrlab.theory import CHUNK_ROWS, normal_equations, reference
+from lrlab.core.data import synthetic_data
+from lrlab.core.theory import CHUNK_ROWS, normal_equations, reference
 
 
 def data(n: int = 500, noise: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +102,7 @@ def test_chunked_references_agree_with_one_shot(loss: str) -> None:
 
 def test_chunked_references_are_bit_reproducible_across_processes() -> None:
     code = (
-        "import torch; from lrlab.data import synthetic_data; from lrlab.theory import reference; "
+        "import torch; from lrlab.core.data import synthetic_data; from lrlab.core.theory import reference; "
         "X, y = synthetic_data(torch.tensor([2.0, -3.4]), 4.2, 3000, 0.1, torch.Generator().manual_seed(0)); "
         "print([float.hex(v) for v in reference(X, y, [2.0, -3.4], 4.2, 'squared', 0.03, chunk_rows=256)"
         ".as_metrics().values()])"

@@ -1,0 +1,38 @@
+"""The ``autograd`` engine (default): the seed's training loop, one minibatch a step.
+
+For each minibatch: the step-4 model's forward pass, the step-5 per-example losses, and the step-6 update
+(``backward()`` and the seed's ``sgd``, or a ``torch.optim`` step). Runs on every device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from tqdm import tqdm
+
+from lrlab.core.engines.results import EpochResult, Problem, Stopped, TrainResult, end_epoch, train_result
+
+PROGRESS_BAR_MIN_BATCHES = 2000  # epochs with at least this many minibatches get a progress bar
+
+
+def train(problem: Problem) -> TrainResult:
+    cfg, net, loss, optimizer = problem.cfg, problem.net, problem.loss, problem.optimizer
+    features = problem.features
+    num_batches = math.ceil(len(features) / cfg.batch_size)
+    history: list[EpochResult] = []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.num_epochs + 1):
+        batches = tqdm(
+            problem.reader(),
+            total=num_batches,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=None if num_batches >= PROGRESS_BAR_MIN_BATCHES else True,
+        )
+        for X, y in batches:
+            if problem.should_stop():
+                raise Stopped(epoch, history)
+            optimizer.update(loss(net(X), y))  # X和y的小批量损失 -> one update
+        end_epoch(problem, epoch, history)
+    return train_result(problem, history, time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""The record: everything that talks to MLflow (the store, runs, provenance, orphans, redaction)."""

@@ -1,0 +1,294 @@
+"""The Hydra callback that makes a sweep one thing: validated up front, one parent run, ended on every path.
+
+- Before a single run or any job of a sweep starts, every job's config is composed and validated, so
+  a bad value anywhere is refused before any MLflow run exists.
+- A multirun creates its parent run first (which also creates the store, atomically, and the experiment,
+  and logs the datasets the jobs will share, so that parallel jobs do not race to create them). Its id
+  reaches the jobs through one environment variable, ``LRLAB_PARENT_RUN_ID``: the only channel that
+  every launcher passes on to its worker processes.
+- The parent ends ``FINISHED``, ``FAILED`` or ``KILLED`` from a ``finally``, whatever the summary or the
+  launcher did; any job still ``RUNNING`` when its sweep ends is ended ``KILLED`` (tag ``lrlab.orphaned``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from lrlab.core.config import Config, ConfigError
+from lrlab.record.errors import JobFailed, UsageError
+from lrlab.record.orphans import ORPHANED, end_orphans
+from lrlab.record.provenance import code_tags, config_hash, environment_tags, run_params
+from lrlab.record.redact import redact
+from lrlab.record.store import check_store, resolve_tracking_uri
+from lrlab.sweep import interrupt
+from lrlab.sweep.compose import to_config
+from lrlab.sweep.jobloader import JobLoader
+from lrlab.sweep.names import GROUPS_ENV, PARENT_ENV, REPLICATE_KEY, SWEEP_KEYS_ENV, group_name, job_run_name
+
+if TYPE_CHECKING:
+    from lrlab.record.tracking import Tracker
+    from lrlab.sweep.groups import Group
+
+# The parent run's side (MLflow, figures) is imported when a sweep starts: validating a single run's
+# config, which Hydra does through this module's callback, needs none of it.
+
+
+class Abort(BaseException):
+    """Carries an error out of a Hydra callback.
+
+    Hydra turns an ``Exception`` raised in a callback into a warning and carries on launching jobs, so
+    the callback wraps a refusal in this ``BaseException``, which Hydra lets through to ``main``.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class SweepPlan:
+    jobs: list[list[str]]  # each job's overrides
+    swept: list[str]  # the sweep overrides as written, e.g. ["lr=0.01,0.03,0.1"]
+    keys: list[str]  # the keys they vary, e.g. ["lr"]
+
+
+MAX_JOBS = 10000  # each job is composed and validated before the first starts
+
+
+def _range_size(sweep: Any) -> int:
+    """How many values ``range(start, stop, step)`` has, without listing them."""
+    start, stop, step = float(sweep.start), float(sweep.stop), float(sweep.step or 1)
+    return max(0, math.ceil((stop - start) / step)) if step else MAX_JOBS + 1
+
+
+def plan_sweep(config: DictConfig) -> SweepPlan | None:
+    """The jobs Hydra's basic sweeper will launch, in its order; None for another sweeper.
+
+    Built from Hydra's public override parser: choice, range and glob sweeps expand as the basic sweeper
+    expands them; an interval sweep, which only an optimising sweeper can run, is refused in one line.
+    """
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "LrlabSweeper")):
+        return None
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    overrides = parser.parse_overrides(arguments)
+    choices: OrderedDict[str, list[str]] = OrderedDict()
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            if override.is_range_sweep() and _range_size(override.value()) > MAX_JOBS:
+                raise UsageError(f"{override.key_or_group}: {override.input_line} has more than {MAX_JOBS} values")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            if not choices[key]:
+                raise UsageError(
+                    f"{override.key_or_group}: {override.input_line} sweeps nothing: the sweep has no jobs"
+                )
+        else:
+            kind = override.value_type.name.lower().replace("_", " ") if override.value_type else "sweep"
+            raise UsageError(
+                f"{override.key_or_group}: the basic sweeper cannot run an {kind} ({override.input_line}); "
+                "sweep a choice (a,b,c), a range(start,stop,step) or a glob(*)"
+            )
+    sweeps = [o for o in overrides if o.is_sweep_override()]
+    if math.prod(len(values) for values in choices.values()) > MAX_JOBS:
+        raise UsageError(f"{sweeps[0].key_or_group}: the sweep has more than {MAX_JOBS} jobs; split it into studies")
+    return SweepPlan(
+        jobs=[list(job) for job in itertools.product(*choices.values())],
+        swept=[redact(o.input_line or f"{o.key_or_group}=...") for o in sweeps],
+        keys=[o.key_or_group for o in sweeps],
+    )
+
+
+def shared_params(params: list[dict[str, Any]]) -> dict[str, Any]:
+    """The params every job of a sweep has, with the same value."""
+    if not params:
+        return {}
+    first, *rest = params
+    return {k: v for k, v in first.items() if all(k in p and p[k] == v for p in rest)}
+
+
+class LrlabCallback(Callback):
+    """Registered in conf/config.yaml under ``hydra.callbacks``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            to_config(config, dict(config.hydra.runtime.choices))  # refuse bad input before the run exists
+            check_store(resolve_tracking_uri(config.get("tracking_uri")))
+        except Exception as error:
+            raise Abort(error) from error
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._start_sweep(config)
+        except Exception as error:
+            raise Abort(error) from error
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            end_sweep()
+        except Exception as error:
+            raise Abort(error) from error
+
+    def _start_sweep(self, config: DictConfig) -> None:
+        plan = plan_sweep(config)  # every job has at least one value of each key: never empty
+        os.environ[SWEEP_KEYS_ENV] = ",".join(plan.keys if plan else [])
+        planned: dict[str, str] = {}  # config hash -> run name, for every planned job
+        replicated = plan is not None and REPLICATE_KEY in plan.keys  # seeds are replicates: jobs in groups
+        group_of: dict[str, str] = {}  # config hash -> group name, in a sweep over seeds
+        jobs: list[tuple[Config, dict[str, Any]]] = []
+        refusal = _launcher_refusal(config)
+        loader = JobLoader.of(GlobalHydra.instance().config_loader())  # the one the sweeper's launcher gets
+        loader.forget()
+        for overrides in plan.jobs if plan else []:
+            job = loader.prepare(config, overrides)
+            choices = dict(job.hydra.runtime.choices)
+            cfg = to_config(job, choices)
+            refused = refusal(cfg) if refusal else None
+            if refused:
+                raise ConfigError(refused)
+            jobs.append((cfg, run_params(job, choices)))
+            planned[config_hash(cfg)] = job_run_name(overrides)
+            if replicated:
+                group_of[config_hash(cfg)] = group_name(overrides, plan.keys if plan else [])
+        # Every job is valid: now the MLflow side (imported only here, so that a refusal costs no import).
+        from lrlab.record.tracking import Tracker, dataset_input
+        from lrlab.sweep.groups import plan_groups, start_groups
+
+        cfg = to_config(config, dict(config.hydra.runtime.choices))
+        uri = resolve_tracking_uri(cfg.tracking_uri)
+        check_store(uri)
+        swept = " ".join(plan.swept) if plan else redact(" ".join(config.hydra.overrides.task))
+        tags = {
+            "lrlab.sweep": "true",
+            "lrlab.overrides": redact(" ".join(config.hydra.overrides.task)),
+            **code_tags(),
+            **environment_tags(cfg.device.resolve()),
+        }
+        parent = Tracker.start(uri, cfg.experiment_name, run_name=f"sweep {swept}".strip(), tags=tags)
+        global _active
+        _active = _Sweep(parent, plan.keys if plan else [], planned, group_of)
+        print(f"sweep: parent run {parent.run_id} in experiment {cfg.experiment_name!r}", flush=True)
+        end_orphans(parent.client, parent.experiment_id, cfg.orphan_timeout)
+        parent.log_params(shared_params([params for _, params in jobs]))
+        inputs = {i.dataset.digest: i for i in (dataset_input(job) for job, _ in jobs)}
+        if inputs:
+            parent.log_inputs(list(inputs.values()))  # created once, here, before parallel jobs link them
+        if replicated and plan:
+            counts = plan_groups(plan.jobs, plan.keys)
+            members: dict[str, list[dict[str, Any]]] = {name: [] for name in counts}
+            for job_cfg, params in jobs:
+                members[group_of[config_hash(job_cfg)]].append(params)
+            params_of = {name: shared_params(p) for name, p in members.items()}  # what its seeds share
+            group_tags = {"lrlab.overrides": tags["lrlab.overrides"], **code_tags()}
+            start_groups(_active.groups, parent, uri, cfg.experiment_name, counts, params_of, group_tags)
+            print(f"sweep: {len(counts)} group(s) of seed replicates: {', '.join(counts)}", flush=True)
+            os.environ[GROUPS_ENV] = json.dumps({name: g.tracker.run_id for name, g in _active.groups.items()})
+        os.environ[PARENT_ENV] = parent.run_id
+
+
+def _launcher_refusal(config: DictConfig) -> Callable[[Config], str | None] | None:
+    """The launcher's own check of a job, if it has one: ``refusal(cfg)`` says in one line why it cannot run
+    a job (lrlab's ``launcher=vectorized`` trains only some combinations), so that it is refused before any
+    run exists, like a bad value."""
+    target = config.hydra.launcher.get("_target_") if config.hydra.get("launcher") else None
+    if not target:
+        return None
+    try:
+        launcher = get_class(str(target))
+    except Exception:  # Hydra reports a launcher it cannot load, as it always has, when it instantiates it
+        return None
+    refusal: Callable[[Config], str | None] | None = getattr(launcher, "refusal", None)
+    return refusal
+
+
+@dataclass
+class _Sweep:
+    parent: Tracker
+    keys: list[str]
+    planned: dict[str, str]  # config hash -> job name
+    group_of: dict[str, str]  # config hash -> group name (a sweep over seeds)
+    groups: dict[str, Group] = field(default_factory=dict)  # name -> group run, in the sweep's order
+
+
+_active: _Sweep | None = None  # the sweep in progress in this process, so that main can end it on any path
+
+
+def _take_active() -> _Sweep | None:
+    """The sweep in progress, now no longer in progress: its environment for jobs is cleared."""
+    global _active
+    sweep, _active = _active, None
+    if sweep is not None:
+        for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
+            os.environ.pop(name, None)
+    return sweep
+
+
+def abandon_sweep() -> None:
+    """The store is gone: stop the sweep's heartbeats and write nothing (each write would wait out its
+    retries). Its RUNNING runs are ended KILLED as orphans by the next start against the store."""
+    sweep = _take_active()
+    if sweep is None:
+        return
+    for group in sweep.groups.values():
+        group.tracker.abandon()
+    sweep.parent.abandon()
+
+
+def end_sweep(status: str | None = None) -> None:
+    """End the sweep in progress: summary, then the parent's status from a ``finally``.
+
+    ``status`` None: the launcher returned; FINISHED unless a job failed, the summary raised, or a stop was
+    asked for (KILLED, then ``KeyboardInterrupt``). Given (by main, on an error or an interrupt): that status.
+    Any child still RUNNING is ended KILLED: the launcher has returned or is gone, so no process owns it.
+    """
+    sweep = _take_active()
+    if sweep is None:
+        return
+    from lrlab.record.tracking import FAILED, FINISHED, KILLED
+    from lrlab.sweep.summary import summarise
+
+    final = status or FAILED  # if the summary raises
+    failed: list[str] = []
+    try:
+        if status is None:
+            failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups, sweep.group_of)
+            final = FAILED if failed else FINISHED
+    finally:
+        if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted
+            final = KILLED
+        try:
+            _end_running_children(sweep.parent)
+        finally:
+            try:
+                for group in sweep.groups.values():  # those the summary did not end: as the sweep ends
+                    group.end(final)
+            finally:
+                sweep.parent.end(final)
+    if status is None and interrupt.stop_requested():
+        raise KeyboardInterrupt(interrupt.stop_requested())
+    if failed:
+        raise JobFailed(f"{len(failed)} job(s) failed (not diverged): {', '.join(failed)}")
+
+
+def _end_running_children(parent: Tracker) -> None:
+    from lrlab.record.tracking import KILLED, running_jobs
+
+    for run in running_jobs(parent.client, parent.experiment_id, parent.run_id):
+        parent.client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")
+        parent.client.set_terminated(run.info.run_id, status=KILLED)

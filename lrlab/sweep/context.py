@@ -1,0 +1,57 @@
+"""What a job must know of its sweep: one typed object, made once when the sweep starts, passed to each job.
+
+The sweep's callback makes it after it has resolved the store (an absolute URI, whatever folder a job runs
+in), the experiment and the parent run. A launcher that runs jobs in this process passes it on as it is;
+worker processes (joblib, Ray, Slurm) get it from one environment variable, ``LRLAB_SWEEP``, because the
+environment is the only channel that every launcher passes on to its workers. It is written and read here,
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from lrlab.sweep.names import group_name
+
+ENV = "LRLAB_SWEEP"  # the encoded SweepContext of the sweep in progress, for its worker processes
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    tracking_uri: str  # the sweep's store, absolute: every job writes here
+    experiment_id: str
+    experiment_name: str
+    parent_run_id: str
+    keys: tuple[str, ...] = ()  # the keys the sweep varies, as written (``lr``, ``seed``)
+    groups: dict[str, str] = field(default_factory=dict)  # a sweep over seeds: group name -> group run id
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def decode(cls, text: str) -> SweepContext:
+        fields = json.loads(text)
+        return cls(**{**fields, "keys": tuple(fields["keys"])})
+
+    def parent_of(self, overrides: list[str]) -> str:
+        """The run a job with ``overrides`` nests under: its group of seed replicates, else the sweep's parent."""
+        if not self.groups:
+            return self.parent_run_id
+        return self.groups.get(group_name(overrides, list(self.keys)), self.parent_run_id)
+
+    def publish(self) -> None:
+        """Make this the sweep in progress, for the jobs of this process and of its workers."""
+        os.environ[ENV] = self.encode()
+
+
+def current() -> SweepContext | None:
+    """The sweep in progress (None: a single run)."""
+    text = os.environ.get(ENV)
+    return SweepContext.decode(text) if text else None
+
+
+def clear() -> None:
+    """No sweep is in progress any more."""
+    os.environ.pop(ENV, None)

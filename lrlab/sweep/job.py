@@ -1,0 +1,296 @@
+"""The runner: one job is a tracked run of the seven-step pipeline.
+
+validate the composed config -> start an MLflow run -> the pipeline -> end the run with its status.
+Entry points (``lrlab.run``, ``lrlab.reproduce``) call ``run_job``; it calls the pipeline and the tracker.
+``run_job`` is ``open_job`` (the run started and described) then ``TrackedRun.conclude`` (how it ended): a
+launcher that trains several jobs at once (``launcher=vectorized``) calls the two halves itself and feeds
+each run the epochs it trained, so that every launcher's record is this module's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lrlab.core.config import Config
+from lrlab.core.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
+from lrlab.core.theory import Reference
+from lrlab.record.errors import JobFailed, StoreUnreachable
+from lrlab.record.orphans import end_orphans
+from lrlab.record.provenance import code_tags, config_hash, config_yaml, environment_tags, run_params
+from lrlab.record.redact import redact, redact_uri
+from lrlab.record.store import experiment_id, is_server, open_client, resolve_tracking_uri, server_answers
+from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, dataset_input, finished_run
+from lrlab.sweep import interrupt
+from lrlab.sweep.compose import to_config
+from lrlab.sweep.names import GROUPS_ENV, PARENT_ENV, group_name, job_run_name, sweep_keys
+
+METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
+SKIPPED = "SKIPPED"
+
+_store_down: str | None = None  # once a tracking server stopped answering, later jobs of this process fail fast
+
+
+@dataclass
+class JobResult:
+    """What one job did: its MLflow run and, when it trained to the end, the training result."""
+
+    run_id: str | None  # None when the job was skipped (rerun=false) or refused after a stop
+    status: str  # FINISHED, FAILED, KILLED or SKIPPED
+    final_loss: float  # the last epoch's train_loss; inf if it diverged, nan if there is none
+    result: TrainResult | None = None  # the seven steps' result (FINISHED runs)
+
+
+def print_epoch(result: EpochResult, label: str = "") -> None:
+    print(f"{label}epoch {result.epoch}, loss {result.train_loss:f}", flush=True)
+
+
+def should_stop() -> bool:
+    """Whether a stop (Ctrl-C, SIGTERM) was asked for: training asks before every step."""
+    return interrupt.stop_requested() is not None
+
+
+def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> JobResult:
+    """One job: a tracked run of the pipeline."""
+    run = open_job(dcfg, run_name, extra_tags)
+    if isinstance(run, JobResult):  # skipped, or refused after a stop, or failed as it started
+        return run
+    try:
+        result = run_pipeline(run.cfg, run.on_epoch, run.on_reference, should_stop)
+    except BaseException as error:  # Diverged, Stopped, a crash or a forced interrupt: the run records it
+        return run.conclude(error)
+    return run.conclude(result)
+
+
+def open_job(
+    dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str, str] | None = None, label: str = ""
+) -> TrackedRun | JobResult:
+    """The first half of a job, under Hydra's config of that job: validate it, hear a stop, skip a config that
+    already FINISHED (rerun=false), start its MLflow run and record what the run is (params, tags, config.yaml,
+    the dataset). What trains it reports to the returned run, which ``conclude`` ends. A ``JobResult`` when
+    there is nothing to train: skipped, refused after a stop (a worker), or failed while recording.
+
+    ``label`` prefixes the run's printed epoch lines (a launcher that trains several jobs at once).
+    """
+    hydra_cfg = HydraConfig.get()
+    choices = dict(hydra_cfg.runtime.choices)
+    cfg = to_config(dcfg, choices)
+    if not interrupt.is_installed_here():  # a launcher's worker process: its main process forwards stops
+        interrupt.install(worker=True)
+    if interrupt.stop_requested():  # a job launched after a stop: no run
+        if interrupt.is_worker():
+            return JobResult(None, KILLED, math.nan)
+        raise KeyboardInterrupt(interrupt.stop_requested())
+    uri = resolve_tracking_uri(cfg.tracking_uri)
+    if _store_down:
+        raise StoreUnreachable(_store_down)
+    try:
+        run = _start_run(dcfg, cfg, choices, uri, run_name, extra_tags, label)
+    except JobFailed:
+        raise
+    except Exception:  # before the run existed (the store, the experiment): a dead server, or a bug
+        down = _unreachable(uri)
+        if down:
+            raise down from None
+        raise
+    if isinstance(run, JobResult):
+        return run
+    try:
+        run.begin()
+    except BaseException as error:
+        return run.conclude(error)
+    return run
+
+
+def _unreachable(uri: str) -> StoreUnreachable | None:
+    """The error to raise if ``uri`` is a tracking server that no longer answers; later jobs then fail fast."""
+    global _store_down
+    if not (is_server(uri) and not server_answers(uri)):
+        return None
+    _store_down = StoreUnreachable.about(redact_uri(uri))
+    return StoreUnreachable(_store_down)
+
+
+def _start_run(
+    dcfg: DictConfig,
+    cfg: Config,
+    choices: dict[str, str],
+    uri: str,
+    run_name: str | None,
+    extra_tags: dict[str, str] | None,
+    label: str,
+) -> TrackedRun | JobResult:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
+    params = run_params(dcfg, choices)
+    identity = config_hash(cfg)
+    name = run_name or job_run_name(overrides)
+    parent_id = os.environ.get(PARENT_ENV)
+    groups = json.loads(os.environ.get(GROUPS_ENV, "{}"))  # a sweep over seeds: a job's parent is its group
+    if parent_id and groups:
+        parent_id = groups.get(group_name(overrides, sweep_keys()), parent_id)
+    provenance = code_tags()
+    if parent_id is None or not cfg.rerun:
+        client = open_client(uri)
+        experiment = experiment_id(client, uri, cfg.experiment_name)
+        if parent_id is None:  # a sweep's parent has done this for its jobs
+            end_orphans(client, experiment, cfg.orphan_timeout)
+        done = None if cfg.rerun else finished_run(client, experiment, identity)
+        if done and done.data.tags.get("lrlab.code_digest") == provenance["lrlab.code_digest"]:
+            print(f"skipped {name}: this config already FINISHED as run {done.info.run_id} (rerun=true runs it again)")
+            return JobResult(None, SKIPPED, math.nan)
+        if done:
+            print(f"not reusing run {done.info.run_id} for {name}: it was made by other lrlab code; running again")
+    job_num = int(hydra_cfg.job.num) if multirun else None
+    tags = job_tags(cfg, overrides, identity, provenance, job_num, extra_tags)
+    tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
+    return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
+
+
+def job_tags(
+    cfg: Config,
+    overrides: list[str],
+    identity: str,
+    provenance: dict[str, str],
+    job_num: int | None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A job's run tags: its overrides, config hash (``identity``), code (``provenance``), environment and, in
+    a sweep, its job number."""
+    tags = {
+        "lrlab.overrides": redact(" ".join(overrides)),
+        "lrlab.config_hash": identity,
+        **provenance,
+        **environment_tags(cfg.device.resolve()),
+        **(extra_tags or {}),
+    }
+    if job_num is not None:
+        tags["lrlab.job_num"] = str(job_num)
+    return tags
+
+
+class TrackedRun:
+    """One job's MLflow run while it trains: ``begin`` records what it is, ``on_reference`` and ``on_epoch``
+    record what training reports, ``conclude`` records how it ended and sets its final status on every path.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        cfg: Config,
+        dcfg: DictConfig,
+        params: dict[str, Any],
+        name: str,
+        uri: str,
+        job_num: int | None,
+        label: str = "",
+    ) -> None:
+        self.tracker, self.cfg, self.dcfg, self.params = tracker, cfg, dcfg, params
+        self.name, self.uri, self.job_num, self.label = name, uri, job_num, label
+
+    @property
+    def run_id(self) -> str:
+        return self.tracker.run_id
+
+    def begin(self) -> None:
+        self.tracker.log_params(self.params)
+        self.tracker.log_text(config_yaml(self.dcfg), "config.yaml")
+        self.tracker.log_inputs([dataset_input(self.cfg)])
+
+    def on_epoch(self, result: EpochResult) -> None:
+        # printed only once stored: an epoch on the screen is an epoch in the record
+        metrics = {key: getattr(result, key) for key in METRICS}
+        self.tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result, self.label))
+
+    def on_reference(self, ref: Reference) -> None:
+        self.tracker.log_metrics(ref.as_metrics(), step=0)
+        if ref.ols_note:
+            self.tracker.set_tags({"lrlab.ols": ref.ols_note})
+
+    def conclude(self, outcome: TrainResult | BaseException) -> JobResult:
+        """End the run with what training came to: a result (FINISHED), ``Diverged`` (FAILED, tagged),
+        ``Stopped`` (KILLED; in the main process it then raises ``KeyboardInterrupt``), another exception
+        (FAILED with its traceback; raised again outside a sweep, or when the store is gone)."""
+        tracker, cfg, multirun = self.tracker, self.cfg, self.job_num is not None
+        status = KILLED  # whatever escapes below without setting a status is an interrupt
+        try:
+            if isinstance(outcome, Diverged):
+                tracker.flush()
+                print(f"{self.label}{outcome} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
+                tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": outcome.epoch})
+                _log_curves(tracker, cfg, outcome.history)
+                status = FAILED
+                return JobResult(tracker.run_id, FAILED, math.inf)
+            if isinstance(outcome, Stopped):
+                tracker.flush()
+                why = f"{interrupt.stop_requested()} during epoch {outcome.epoch}"
+                tracker.set_tags({"lrlab.stopped": why})
+                print(
+                    f"stopped by {why}: {self.name} ends KILLED with its {len(outcome.history)} epoch(s) stored",
+                    flush=True,
+                )
+                if interrupt.is_worker():
+                    return JobResult(tracker.run_id, KILLED, math.nan)
+                raise KeyboardInterrupt(why) from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            _log_result(tracker, cfg, outcome)
+            status = FINISHED
+            return JobResult(tracker.run_id, FINISHED, outcome.history[-1].train_loss, outcome)
+        except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
+            down = _unreachable(self.uri)
+            if down:
+                status = ""  # the store is gone: nothing more can be written
+                raise down from None
+            status = FAILED
+            what = redact(f"{type(error).__name__}: {error}")
+            with contextlib.suppress(Exception):  # recording the error must not replace it (e.g. no artifact store)
+                tracker.set_tags({"lrlab.error": what[:5000]})
+                tracker.log_text(redact(traceback.format_exc()), "error.txt")
+            if multirun:
+                print(f"job {self.job_num} failed: {what}", file=sys.stderr, flush=True)
+                return JobResult(tracker.run_id, FAILED, math.nan)
+            raise JobFailed(f"run {tracker.run_id} failed: {what}") from error
+        finally:
+            if status:
+                tracker.end(status)
+            else:
+                tracker.abandon()
+
+
+def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> None:
+    if not cfg.plot_curves:
+        return
+    from lrlab.sweep import report  # matplotlib: imported only by runs that draw
+
+    curves = {key: [(r.epoch, getattr(r, key)) for r in history] for key in METRICS}
+    figure = report.loss_curves(curves, f"lr={cfg.lr} batch_size={cfg.batch_size}")
+    tracker.log_figure(figure, "loss_curves.png")
+
+
+def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
+    tracker.log_metrics(
+        {"samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds}, cfg.num_epochs
+    )
+    tracker.flush()
+    tracker.log_dict(
+        {"w": result.w, "b": result.b, "true_w": cfg.dataset.true_w, "true_b": cfg.dataset.true_b}, "params.json"
+    )
+    _log_curves(tracker, cfg, result.history)
+    last = result.history[-1]
+    print(f"error in estimating w: {last.w_error:.6f} (‖w − true_w‖₂)", flush=True)
+    print(f"error in estimating b: {last.b_error:.6f} (|b − true_b|)", flush=True)
+    print(
+        f"run {tracker.run_id}: FINISHED (make reproduce RUN={tracker.run_id} runs it again and compares)", flush=True
+    )
