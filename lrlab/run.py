@@ -24,7 +24,7 @@ from lrlab.record.errors import LrlabError, StoreUnreachable, UsageError
 from lrlab.record.redact import redact, redact_uri
 from lrlab.record.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
 from lrlab.sweep import interrupt
-from lrlab.sweep.callback import Abort, abandon_sweep, end_sweep
+from lrlab.sweep.callback import Abort, end_cut_short
 from lrlab.sweep.compose import CONF_DIR, register_configs
 from lrlab.sweep.console import Redacting, quiet_libraries, user_error_line
 
@@ -40,11 +40,8 @@ def hydra_main(dcfg: DictConfig) -> float:
 
 def _end_sweep_after(status: str, store_down: bool = False) -> None:
     """End a sweep that an error or an interrupt cut short; a store that is gone cannot be written."""
-    if store_down:
-        abandon_sweep()
-        return
     try:
-        end_sweep(status)
+        end_cut_short(status, store_down)
     except Exception as error:  # the original error is what the user needs to read
         why = redact(str(error))[:200]
         print(f"lrlab: the sweep's parent run could not be ended {status}: {why}", file=sys.stderr)

@@ -2,10 +2,10 @@
 composed once (``lrlab.sweep.jobloader.JobLoader``).
 
 Hydra's basic sweeper composes every job to check it before launching, and its launcher composes each job
-again: about 0.3 s a job. This sweeper hands the launcher a loader that composes once per set of jobs that
-differ only in plain values, and checks only the jobs that lrlab's sweep callback has not already composed
-through that loader. It expands and orders the jobs exactly as the basic sweeper does. Hydra imports this
-module at every start: it imports only lrlab's wrapper of Hydra's own sweeper until a sweep starts.
+again. This sweeper checks nothing more (lrlab's sweep callback has validated every job) and hands the
+launcher a loader that composes once per set of jobs that differ only in plain values. It expands and orders
+the jobs exactly as the basic sweeper does. Hydra imports this module at every start: it imports nothing of
+lrlab until a sweep starts.
 """
 
 from __future__ import annotations
@@ -21,16 +21,9 @@ class LrlabSweeper(BasicSweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from lrlab.sweep.jobloader import JobLoader
 
-        loader = JobLoader.of(hydra_context.config_loader)
-        context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
+        context = HydraContext(config_loader=JobLoader(hydra_context.config_loader), callbacks=hydra_context.callbacks)
         super().setup(hydra_context=context, task_function=task_function, config=config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from lrlab.sweep.jobloader import JobLoader
-
-        assert self.hydra_context is not None
-        loader = self.hydra_context.config_loader
-        assert isinstance(loader, JobLoader)
-        unchecked = [job for job in batch if tuple(job) not in loader.loaded]
-        if unchecked:
-            super().validate_batch_is_legal(unchecked)
+        """Nothing left to check: lrlab's sweep callback composed and validated every job of the sweep before
+        its parent run started (``lrlab/sweep/callback.py``), and it cannot be removed."""

@@ -60,6 +60,12 @@ def resolve_tracking_uri(configured: str | None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a SQLite store's path made absolute: the same store from any folder."""
+    path = sqlite_path(uri)
+    return uri if path is None else f"sqlite:///{path}"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///path`` URI (absolute, or relative to the current folder)."""
     if not uri.startswith("sqlite:///"):

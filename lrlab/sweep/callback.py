@@ -3,9 +3,9 @@
 - Before a single run or any job of a sweep starts, every job's config is composed and validated, so
   a bad value anywhere is refused before any MLflow run exists.
 - A multirun creates its parent run first (which also creates the store, atomically, and the experiment,
-  and logs the datasets the jobs will share, so that parallel jobs do not race to create them). Its id
-  reaches the jobs through one environment variable, ``LRLAB_PARENT_RUN_ID``: the only channel that
-  every launcher passes on to its worker processes.
+  and logs the datasets the jobs will share, so that parallel jobs do not race to create them). What the
+  jobs need of it (the store, the experiment, the parent, the groups) is one ``SweepContext``
+  (``lrlab/sweep/context.py``), published as soon as the parent exists.
 - The parent ends ``FINISHED``, ``FAILED`` or ``KILLED`` from a ``finally``, whatever the summary or the
   launcher did; any job still ``RUNNING`` when its sweep ends is ended ``KILLED`` (tag ``lrlab.orphaned``).
 """
@@ -13,12 +13,10 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -32,13 +30,16 @@ from lrlab.record.errors import JobFailed, UsageError
 from lrlab.record.orphans import ORPHANED, end_orphans
 from lrlab.record.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.record.redact import redact
-from lrlab.record.store import check_store, resolve_tracking_uri
-from lrlab.sweep import interrupt
+from lrlab.record.store import absolute_uri, check_store, resolve_tracking_uri
+from lrlab.sweep import context, interrupt
 from lrlab.sweep.compose import to_config
+from lrlab.sweep.context import SweepContext
 from lrlab.sweep.jobloader import JobLoader
-from lrlab.sweep.names import GROUPS_ENV, PARENT_ENV, REPLICATE_KEY, SWEEP_KEYS_ENV, group_name, job_run_name
+from lrlab.sweep.names import REPLICATE_KEY, group_name, job_run_name
 
 if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
     from lrlab.record.tracking import Tracker
     from lrlab.sweep.groups import Group
 
@@ -126,6 +127,11 @@ def shared_params(params: list[dict[str, Any]]) -> dict[str, Any]:
 class LrlabCallback(Callback):
     """Registered in conf/config.yaml under ``hydra.callbacks``."""
 
+    sweep: _Sweep | None = None  # the sweep this callback started, until it ends
+
+    def __getstate__(self) -> dict[str, Any]:  # launchers pickle Hydra's callbacks: a worker ends no sweep
+        return {}
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             to_config(config, dict(config.hydra.runtime.choices))  # refuse bad input before the run exists
@@ -140,38 +146,40 @@ class LrlabCallback(Callback):
             raise Abort(error) from error
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep, self.sweep = self.sweep, None
+        context.clear()  # no longer in progress: main has nothing left to end
         try:
-            end_sweep()
+            if sweep is not None:
+                end_sweep(sweep)
         except Exception as error:
             raise Abort(error) from error
 
     def _start_sweep(self, config: DictConfig) -> None:
         plan = plan_sweep(config)  # every job has at least one value of each key: never empty
-        os.environ[SWEEP_KEYS_ENV] = ",".join(plan.keys if plan else [])
+        keys = plan.keys if plan else []
         planned: dict[str, str] = {}  # config hash -> run name, for every planned job
         replicated = plan is not None and REPLICATE_KEY in plan.keys  # seeds are replicates: jobs in groups
         group_of: dict[str, str] = {}  # config hash -> group name, in a sweep over seeds
         jobs: list[tuple[Config, dict[str, Any]]] = []
         refusal = _launcher_refusal(config)
-        loader = JobLoader.of(GlobalHydra.instance().config_loader())  # the one the sweeper's launcher gets
-        loader.forget()
+        loader = JobLoader(GlobalHydra.instance().config_loader())
         for overrides in plan.jobs if plan else []:
-            job = loader.prepare(config, overrides)
+            job = loader.load_sweep_config(config, overrides)
             choices = dict(job.hydra.runtime.choices)
             cfg = to_config(job, choices)
             refused = refusal(cfg) if refusal else None
             if refused:
                 raise ConfigError(refused)
             jobs.append((cfg, run_params(job, choices)))
-            planned[config_hash(cfg)] = job_run_name(overrides)
+            planned[config_hash(cfg)] = job_run_name(overrides, keys)
             if replicated:
-                group_of[config_hash(cfg)] = group_name(overrides, plan.keys if plan else [])
+                group_of[config_hash(cfg)] = group_name(overrides, keys)
         # Every job is valid: now the MLflow side (imported only here, so that a refusal costs no import).
         from lrlab.record.tracking import Tracker, dataset_input
         from lrlab.sweep.groups import plan_groups, start_groups
 
         cfg = to_config(config, dict(config.hydra.runtime.choices))
-        uri = resolve_tracking_uri(cfg.tracking_uri)
+        uri = absolute_uri(resolve_tracking_uri(cfg.tracking_uri))  # whatever folder a job runs in
         check_store(uri)
         swept = " ".join(plan.swept) if plan else redact(" ".join(config.hydra.overrides.task))
         tags = {
@@ -181,8 +189,9 @@ class LrlabCallback(Callback):
             **environment_tags(cfg.device.resolve()),
         }
         parent = Tracker.start(uri, cfg.experiment_name, run_name=f"sweep {swept}".strip(), tags=tags)
-        global _active
-        _active = _Sweep(parent, plan.keys if plan else [], planned, group_of)
+        self.sweep = sweep = _Sweep(parent, keys, planned, group_of)
+        sweep_context = SweepContext(uri, parent.experiment_id, cfg.experiment_name, parent.run_id, tuple(keys))
+        sweep_context.publish()  # from here on, whatever ends the process ends the parent
         print(f"sweep: parent run {parent.run_id} in experiment {cfg.experiment_name!r}", flush=True)
         end_orphans(parent.client, parent.experiment_id, cfg.orphan_timeout)
         parent.log_params(shared_params([params for _, params in jobs]))
@@ -196,10 +205,12 @@ class LrlabCallback(Callback):
                 members[group_of[config_hash(job_cfg)]].append(params)
             params_of = {name: shared_params(p) for name, p in members.items()}  # what its seeds share
             group_tags = {"lrlab.overrides": tags["lrlab.overrides"], **code_tags()}
-            start_groups(_active.groups, parent, uri, cfg.experiment_name, counts, params_of, group_tags)
+            try:
+                start_groups(sweep.groups, parent, uri, cfg.experiment_name, counts, params_of, group_tags)
+            finally:  # those that started, even if one failed to: each ends with the sweep
+                groups = {name: group.tracker.run_id for name, group in sweep.groups.items()}
+                replace(sweep_context, groups=groups).publish()
             print(f"sweep: {len(counts)} group(s) of seed replicates: {', '.join(counts)}", flush=True)
-            os.environ[GROUPS_ENV] = json.dumps({name: g.tracker.run_id for name, g in _active.groups.items()})
-        os.environ[PARENT_ENV] = parent.run_id
 
 
 def _launcher_refusal(config: DictConfig) -> Callable[[Config], str | None] | None:
@@ -226,49 +237,22 @@ class _Sweep:
     groups: dict[str, Group] = field(default_factory=dict)  # name -> group run, in the sweep's order
 
 
-_active: _Sweep | None = None  # the sweep in progress in this process, so that main can end it on any path
+def end_sweep(sweep: _Sweep) -> None:
+    """End a sweep whose launcher returned: the summary, then every status from a ``finally``.
 
-
-def _take_active() -> _Sweep | None:
-    """The sweep in progress, now no longer in progress: its environment for jobs is cleared."""
-    global _active
-    sweep, _active = _active, None
-    if sweep is not None:
-        for name in (PARENT_ENV, SWEEP_KEYS_ENV, GROUPS_ENV):
-            os.environ.pop(name, None)
-    return sweep
-
-
-def abandon_sweep() -> None:
-    """The store is gone: stop the sweep's heartbeats and write nothing (each write would wait out its
-    retries). Its RUNNING runs are ended KILLED as orphans by the next start against the store."""
-    sweep = _take_active()
-    if sweep is None:
-        return
-    for group in sweep.groups.values():
-        group.tracker.abandon()
-    sweep.parent.abandon()
-
-
-def end_sweep(status: str | None = None) -> None:
-    """End the sweep in progress: summary, then the parent's status from a ``finally``.
-
-    ``status`` None: the launcher returned; FINISHED unless a job failed, the summary raised, or a stop was
-    asked for (KILLED, then ``KeyboardInterrupt``). Given (by main, on an error or an interrupt): that status.
-    Any child still RUNNING is ended KILLED: the launcher has returned or is gone, so no process owns it.
+    FINISHED unless a job failed, the summary raised, or a stop was asked for (KILLED, then
+    ``KeyboardInterrupt``). Any child still RUNNING is ended KILLED: the launcher has returned, so no process
+    owns it.
     """
-    sweep = _take_active()
-    if sweep is None:
-        return
     from lrlab.record.tracking import FAILED, FINISHED, KILLED
-    from lrlab.sweep.summary import summarise
 
-    final = status or FAILED  # if the summary raises
+    final = FAILED  # if the summary raises
     failed: list[str] = []
     try:
-        if status is None:
-            failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups, sweep.group_of)
-            final = FAILED if failed else FINISHED
+        from lrlab.sweep.summary import summarise  # matplotlib: inside the try, so that nothing slow comes first
+
+        failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups, sweep.group_of)
+        final = FAILED if failed else FINISHED
     finally:
         if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted
             final = KILLED
@@ -280,15 +264,42 @@ def end_sweep(status: str | None = None) -> None:
                     group.end(final)
             finally:
                 sweep.parent.end(final)
-    if status is None and interrupt.stop_requested():
+    if interrupt.stop_requested():
         raise KeyboardInterrupt(interrupt.stop_requested())
     if failed:
         raise JobFailed(f"{len(failed)} job(s) failed (not diverged): {', '.join(failed)}")
 
 
 def _end_running_children(parent: Tracker) -> None:
+    end_running_jobs(parent.client, parent.experiment_id, parent.run_id)
+
+
+def end_running_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> None:
+    """End KILLED (tagged ``lrlab.orphaned``) every job of the sweep ``parent_id`` that is still RUNNING."""
     from lrlab.record.tracking import KILLED, running_jobs
 
-    for run in running_jobs(parent.client, parent.experiment_id, parent.run_id):
-        parent.client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")
-        parent.client.set_terminated(run.info.run_id, status=KILLED)
+    for run in running_jobs(client, experiment_id, parent_id):
+        client.set_tag(run.info.run_id, ORPHANED, "still RUNNING when its sweep ended")
+        client.set_terminated(run.info.run_id, status=KILLED)
+
+
+def end_cut_short(status: str, store_down: bool = False) -> None:
+    """End the sweep in progress, if any, that an error or an interrupt cut short: its jobs still RUNNING
+    KILLED, its groups and its parent ``status``. Everything it needs is in the sweep's context. A store that
+    is gone cannot be written: its RUNNING runs are ended KILLED as orphans by the next start against it."""
+    cut = context.current()
+    context.clear()
+    if cut is None or store_down:
+        return
+    from lrlab.record.store import open_client
+
+    client = open_client(cut.tracking_uri)
+    try:
+        end_running_jobs(client, cut.experiment_id, cut.parent_run_id)
+    finally:
+        try:
+            for run_id in cut.groups.values():
+                if client.get_run(run_id).info.status == "RUNNING":  # those a summary did not end
+                    client.set_terminated(run_id, status=status)
+        finally:
+            client.set_terminated(cut.parent_run_id, status=status)

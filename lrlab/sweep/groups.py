@@ -2,9 +2,9 @@
 
     sweep parent (lrlab.sweep)  ->  group run ``lr=0.03`` (lrlab.group)  ->  seed runs ``lr=0.03 seed=0`` ...
 
-The sweep's callback creates the groups before any job starts and passes their ids to the jobs
-(``LRLAB_GROUP_RUNS``); each job nests under its group. When the jobs are done, ``aggregate`` writes each
-group's statistics over the seeds that FINISHED (see lrlab/core/replicates.py for the intervals):
+The sweep's callback creates the groups before any job starts and passes their ids to the jobs in the sweep's
+context (``lrlab/sweep/context.py``); each job nests under its group. When the jobs are done, ``aggregate``
+writes each group's statistics over the seeds that FINISHED (see lrlab/core/replicates.py for the intervals):
 - per epoch: ``<metric>_mean`` and ``<metric>_std`` for train_loss, w_error, b_error and excess_loss;
 - once: ``n_replicates`` (seeds that finished), ``n_diverged``, and ``<metric>_ci95_low`` / ``_high`` of
   each final metric.

@@ -10,9 +10,7 @@ each run the epochs it trained, so that every launcher's record is this module's
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -31,14 +29,13 @@ from lrlab.record.provenance import code_tags, config_hash, config_yaml, environ
 from lrlab.record.redact import redact, redact_uri
 from lrlab.record.store import experiment_id, is_server, open_client, resolve_tracking_uri, server_answers
 from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, dataset_input, finished_run
-from lrlab.sweep import interrupt
+from lrlab.sweep import context, interrupt
 from lrlab.sweep.compose import to_config
-from lrlab.sweep.names import GROUPS_ENV, PARENT_ENV, group_name, job_run_name, sweep_keys
+from lrlab.sweep.context import SweepContext
+from lrlab.sweep.names import job_run_name
 
 METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
 SKIPPED = "SKIPPED"
-
-_store_down: str | None = None  # once a tracking server stopped answering, later jobs of this process fail fast
 
 
 @dataclass
@@ -91,11 +88,10 @@ def open_job(
         if interrupt.is_worker():
             return JobResult(None, KILLED, math.nan)
         raise KeyboardInterrupt(interrupt.stop_requested())
-    uri = resolve_tracking_uri(cfg.tracking_uri)
-    if _store_down:
-        raise StoreUnreachable(_store_down)
+    sweep = context.current()
+    uri = sweep.tracking_uri if sweep else resolve_tracking_uri(cfg.tracking_uri)  # a sweep has one store
     try:
-        run = _start_run(dcfg, cfg, choices, uri, run_name, extra_tags, label)
+        run = _start_run(dcfg, cfg, choices, uri, sweep, run_name, extra_tags, label)
     except JobFailed:
         raise
     except Exception:  # before the run existed (the store, the experiment): a dead server, or a bug
@@ -113,12 +109,10 @@ def open_job(
 
 
 def _unreachable(uri: str) -> StoreUnreachable | None:
-    """The error to raise if ``uri`` is a tracking server that no longer answers; later jobs then fail fast."""
-    global _store_down
+    """The error to raise if ``uri`` is a tracking server that no longer answers."""
     if not (is_server(uri) and not server_answers(uri)):
         return None
-    _store_down = StoreUnreachable.about(redact_uri(uri))
-    return StoreUnreachable(_store_down)
+    return StoreUnreachable(StoreUnreachable.about(redact_uri(uri)))
 
 
 def _start_run(
@@ -126,6 +120,7 @@ def _start_run(
     cfg: Config,
     choices: dict[str, str],
     uri: str,
+    sweep: SweepContext | None,
     run_name: str | None,
     extra_tags: dict[str, str] | None,
     label: str,
@@ -135,16 +130,14 @@ def _start_run(
     overrides = list(hydra_cfg.overrides.task)
     params = run_params(dcfg, choices)
     identity = config_hash(cfg)
-    name = run_name or job_run_name(overrides)
-    parent_id = os.environ.get(PARENT_ENV)
-    groups = json.loads(os.environ.get(GROUPS_ENV, "{}"))  # a sweep over seeds: a job's parent is its group
-    if parent_id and groups:
-        parent_id = groups.get(group_name(overrides, sweep_keys()), parent_id)
+    name = run_name or job_run_name(overrides, sweep.keys if sweep else None)
+    parent_id = sweep.parent_of(overrides) if sweep else None  # in a sweep over seeds, the job's group
+    experiment_name = sweep.experiment_name if sweep else cfg.experiment_name
     provenance = code_tags()
-    if parent_id is None or not cfg.rerun:
+    if sweep is None or not cfg.rerun:
         client = open_client(uri)
-        experiment = experiment_id(client, uri, cfg.experiment_name)
-        if parent_id is None:  # a sweep's parent has done this for its jobs
+        experiment = sweep.experiment_id if sweep else experiment_id(client, uri, experiment_name)
+        if sweep is None:  # a sweep's parent has done this for its jobs
             end_orphans(client, experiment, cfg.orphan_timeout)
         done = None if cfg.rerun else finished_run(client, experiment, identity)
         if done and done.data.tags.get("lrlab.code_digest") == provenance["lrlab.code_digest"]:
@@ -154,7 +147,7 @@ def _start_run(
             print(f"not reusing run {done.info.run_id} for {name}: it was made by other lrlab code; running again")
     job_num = int(hydra_cfg.job.num) if multirun else None
     tags = job_tags(cfg, overrides, identity, provenance, job_num, extra_tags)
-    tracker = Tracker.start(uri, cfg.experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
+    tracker = Tracker.start(uri, experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
     return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
 
 

@@ -1,23 +1,21 @@
 """Each job of a sweep composed once: Hydra's config loader, composing once per set of jobs that differ
 only in plain values.
 
-A Hydra compose costs about 0.15 s here. Hydra's basic sweeper composes every job to check it, then its
-launcher composes it again to run it; lrlab's sweep callback composed it a third time to validate it. With
-``JobLoader``, the jobs that choose the same options and set the same keys (``lr=0.01`` and ``lr=0.03``)
-share one compose: each other job is a copy of it with its own values set, as Hydra sets them
-(``OmegaConf.update(..., merge=True)`` on the struct config), with its own ``hydra.overrides.task`` and
-``hydra.job.override_dirname``. A value Hydra would reject takes Hydra's own compose, so it is refused in
-Hydra's words. ``tests/unit/test_identity.py`` checks that both ways give equal configs.
+Hydra's basic sweeper composes every job to check it, then its launcher composes it again to run it, and
+lrlab's sweep callback composes it to validate it. With ``JobLoader``, the jobs that choose the same options
+and set the same keys (``lr=0.01`` and ``lr=0.03``) share one compose: each other job is a copy of it with its
+own values set, as Hydra sets them (``OmegaConf.update(..., merge=True)`` on the struct config), with its own
+``hydra.overrides.task`` and ``hydra.job.override_dirname``. A value Hydra would reject takes Hydra's own
+compose, so it is refused in Hydra's words. ``tests/unit/test_identity.py`` checks that both ways give equal
+configs.
 
-One loader serves the whole sweep in a process (``JobLoader.of``): lrlab's sweeper
-(``hydra/sweeper=lrlab``) hands it to the launcher, and the sweep's callback uses the same one
-(``prepare``), so the launcher finds every job's config made (up to ``KEEP`` of them; then made again).
+The sweep's callback validates every job through one loader; lrlab's sweeper (``hydra/sweeper=lrlab``)
+hands the launcher another, which composes each set once more.
 """
 
 from __future__ import annotations
 
 import copy
-import weakref
 from typing import Any
 
 from hydra.core.config_loader import ConfigLoader
@@ -28,8 +26,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lrlab.sweep.compose import CONF_DIR
 from lrlab.sweep.hydra_internals import get_overrides_dirname  # the loader's own, as Hydra computes it
 
-_LOADERS: weakref.WeakKeyDictionary[ConfigLoader, JobLoader] = weakref.WeakKeyDictionary()
-
 
 class JobLoader(ConfigLoader):
     """Hydra's ``ConfigLoader``, composing a sweep's jobs once per set of jobs that share their choices."""
@@ -37,39 +33,11 @@ class JobLoader(ConfigLoader):
     def __init__(self, inner: ConfigLoader) -> None:
         self.inner = inner
         self._bases: dict[tuple[Any, ...], DictConfig] = {}  # pristine: every job is a copy
-        self.loaded: set[tuple[str, ...]] = set()  # the jobs this loader has composed without an error
-        self._ready: dict[tuple[Any, ...], DictConfig] = {}  # prepared jobs, each handed out once
-
-    @staticmethod
-    def of(loader: ConfigLoader) -> JobLoader:
-        """The one ``JobLoader`` of ``loader`` in this process (``loader`` itself if it is one)."""
-        if isinstance(loader, JobLoader):
-            return loader
-        if loader not in _LOADERS:
-            _LOADERS[loader] = JobLoader(loader)
-        return _LOADERS[loader]
 
     def __getstate__(self) -> dict[str, Any]:  # a worker process gets the loader, not this process's composes
-        return {"inner": self.inner, "_bases": {}, "loaded": set(), "_ready": {}}
-
-    KEEP = 1024  # prepared jobs kept for the launcher (about 120 KB each)
-
-    def prepare(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        """The job's config, which the launcher's ``load_sweep_config`` of the same job then returns as is
-        (the caller only reads it)."""
-        job = self.load_sweep_config(master_config, sweep_overrides)
-        if len(self._ready) < self.KEEP:
-            self._ready[_master_key(master_config) + tuple(sweep_overrides)] = job
-        return job
-
-    def forget(self) -> None:
-        """Drop the jobs prepared for a sweep that never launched them (a new sweep starts)."""
-        self._ready.clear()
+        return {"inner": self.inner, "_bases": {}}
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        ready = self._ready.pop(_master_key(master_config) + tuple(sweep_overrides), None)
-        if ready is not None:
-            return ready
         parsed = OverridesParser.create(config_loader=self.inner).parse_overrides(list(sweep_overrides))
         plain = [o for o in parsed if is_plain_value(o)]
         shared = tuple(o.input_line or "" for o in parsed if not is_plain_value(o))
@@ -93,7 +61,6 @@ class JobLoader(ConfigLoader):
                     task, exclude_keys=options.exclude_keys, item_sep=options.item_sep, kv_sep=options.kv_sep
                 )
             OmegaConf.copy_cache(from_config=master_config, to_config=job)
-        self.loaded.add(tuple(sweep_overrides))
         return job
 
     def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:

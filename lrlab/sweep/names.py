@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 
 from lrlab.record.redact import redact
 
-PARENT_ENV = "LRLAB_PARENT_RUN_ID"  # the sweep's parent run, for its jobs (see lrlab/sweep/callback.py)
-SWEEP_KEYS_ENV = "LRLAB_SWEEP_KEYS"  # the keys the sweep varies, comma-separated, to name the jobs
-GROUPS_ENV = "LRLAB_GROUP_RUNS"  # a sweep over seeds: JSON {group name: group run id}, for its jobs
 REPLICATE_KEY = "seed"  # a sweep that varies it runs each configuration once per seed: replicates
 # Where a run is recorded or how it is launched says nothing of what it computes: not part of its name.
 NOT_IN_NAMES = ("tracking_uri", "experiment_name", "rerun", "orphan_timeout", "hydra.")
@@ -25,14 +22,10 @@ def _name_after(overrides: list[str], keys: list[str] | None) -> str:
     return redact(" ".join(named)) or "defaults"
 
 
-def job_run_name(task_overrides: list[str]) -> str:
-    """A child is named after what its sweep varies (``lr=0.03``); a single run after its overrides."""
-    return _name_after(task_overrides, sweep_keys() or None)
-
-
-def sweep_keys() -> list[str]:
-    """The keys the sweep in progress varies (empty outside a sweep)."""
-    return [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
+def job_run_name(task_overrides: list[str], keys: Sequence[str] | None) -> str:
+    """A sweep's job is named after what its sweep varies (``lr=0.03``, ``keys``); a single run, or a sweep that
+    varies nothing, after its overrides."""
+    return _name_after(task_overrides, list(keys) if keys else None)
 
 
 def group_name(job_overrides: list[str], keys: list[str]) -> str:

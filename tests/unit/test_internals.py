@@ -46,7 +46,9 @@ def test_the_basic_sweeper_is_a_sweeper_with_the_hooks_lrlab_extends() -> None:
     from hydra_plugins.lrlab_sweeper.lrlab_sweeper import LrlabSweeper
 
     sweeper = hydra_internals.BasicSweeper
-    assert LrlabSweeper.__bases__ == (sweeper,) and issubclass(sweeper, Sweeper)
+    (base,) = LrlabSweeper.__bases__  # Hydra's plugin scan may load the module again: the same class by name
+    assert (base.__module__, base.__qualname__) == (sweeper.__module__, sweeper.__qualname__)
+    assert issubclass(sweeper, Sweeper)
     assert {"hydra_context", "task_function", "config"} <= set(inspect.signature(sweeper.setup).parameters)
     assert list(inspect.signature(sweeper.validate_batch_is_legal).parameters) == ["self", "batch"]
 

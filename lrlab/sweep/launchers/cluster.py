@@ -2,9 +2,9 @@
 jobs, which may run on other machines. Each job is the basic launcher's job (Hydra's ``run_job``, lrlab's runner)
 in another process; what lrlab adds to Hydra's plugins is here.
 
-- **The job's environment travels with the job.** The sweep's callback hands its jobs the parent run and the
-  sweep's keys through the environment (``lrlab.record.redact``: ``LRLAB_PARENT_RUN_ID``, ``LRLAB_SWEEP_KEYS``,
-  ``LRLAB_GROUP_RUNS``). A local worker inherits it; a worker of an existing Ray cluster (started by that
+- **The job's environment travels with the job.** The sweep's callback hands its jobs the sweep's context
+  through one variable of the environment (``LRLAB_SWEEP``, ``lrlab/sweep/context.py``). A local worker
+  inherits it; a worker of an existing Ray cluster (started by that
   cluster's raylet) or a Slurm node need not. So the task function is wrapped (``WithEnvironment``) with
   those variables, every other ``LRLAB_*`` and ``MLFLOW_*`` variable of the sweep's process, and
   ``MLFLOW_TRACKING_URI`` set to the store the parent was written to (the default ``./mlflow.db`` made

@@ -34,9 +34,9 @@ from lrlab.core.batched import Member, group_key, train_group
 from lrlab.core.config import Config, ConfigError
 from lrlab.core.engines.results import TrainResult
 from lrlab.record.tracking import KILLED
+from lrlab.sweep import context
 from lrlab.sweep.compose import to_config
 from lrlab.sweep.job import JobResult, TrackedRun, open_job, should_stop
-from lrlab.sweep.jobloader import JobLoader
 from lrlab.sweep.launchers.support import unsupported
 from lrlab.sweep.names import job_run_name
 
@@ -76,7 +76,7 @@ def launch(
 
 def _plan(hydra_context: HydraContext, config: DictConfig, job_overrides: list[list[str]], first: int) -> list[_Job]:
     """Every job's config and typed Config, each job composed once (``lrlab.sweep.jobloader``)."""
-    loader = JobLoader.of(hydra_context.config_loader)
+    loader = hydra_context.config_loader  # lrlab's sweeper hands over a JobLoader
     jobs = []
     for offset, overrides in enumerate(job_overrides):
         job_config = loader.load_sweep_config(config, overrides)
@@ -96,9 +96,10 @@ def _run_group(hydra_context: HydraContext, config: DictConfig, group: list[_Job
     """Open every member's run (as Hydra runs a job), train those that opened together, conclude each run."""
     stop: BaseException | None = None
     extra = {**TAGS, "lrlab.vectorized_group": str(len(group))}
+    sweep = context.current()
     for job in group:
         log.info(f"\t#{job.idx} : {' '.join(filter_overrides(job.overrides))}")
-        label = f"[{job_run_name(job.overrides)}] "
+        label = f"[{job_run_name(job.overrides, sweep.keys if sweep else None)}] "
         try:
             job.ret = run_job(
                 hydra_context=hydra_context,
