@@ -25,7 +25,7 @@ from lrlab.record.redact import redact, redact_uri
 from lrlab.record.store import bound_http_retries, is_server, resolve_tracking_uri, server_answers
 from lrlab.sweep import interrupt
 from lrlab.sweep.callback import Abort, end_cut_short
-from lrlab.sweep.compose import CONF_DIR, register_configs
+from lrlab.sweep.compose import CONF_DIR, is_group, register_configs
 from lrlab.sweep.console import Redacting, quiet_libraries, user_error_line
 
 register_configs()
@@ -53,7 +53,7 @@ def _refuse_before_hydra(argv: list[str]) -> None:
     for argument in argv:
         key, _, value = argument.partition("=")
         group = key.lstrip("+~")
-        if value == "null" and group and (CONF_DIR / group).is_dir():
+        if value == "null" and group and is_group(group):
             raise UsageError(
                 f"{group}=null: a config group takes one of its options; leave {group} out for its default"
             )

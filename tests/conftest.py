@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lrlab.core.config import Config
 from lrlab.sweep.compose import register_configs, to_config
@@ -144,3 +144,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     terminalreporter.section("soak: repetitions per case")
     for case, count in sorted(counts.items()):
         terminalreporter.write_line(f"{count['passed']:>4} passed {count['lost']:>4} lost   {case}")
+
+
+def option_name(group: str, option: str) -> str:
+    """The ``name`` an option sets: its own for an Enum's member, what its preset file says otherwise."""
+    preset = CONF / group / f"{option}.yaml"
+    return str(OmegaConf.load(preset).name) if preset.is_file() else option

@@ -6,7 +6,6 @@ builds the dataclass, whose ``__post_init__`` refuses ranges and cross-field rul
 
 from __future__ import annotations
 
-import functools
 from copy import deepcopy
 from dataclasses import fields, is_dataclass
 from enum import Enum
@@ -16,15 +15,33 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import Container, DictConfig, OmegaConf, open_dict
 
-from lrlab.core.config import Config, ConfigError
+from lrlab.core.config import (
+    Config,
+    ConfigError,
+    DeviceName,
+    EngineName,
+    LossName,
+    ModelName,
+    OptimizerName,
+    ReaderName,
+)
 from lrlab.record.keys import flatten
-from lrlab.record.provenance import job_tree
+from lrlab.record.provenance import GROUPS, job_tree
 
 # The YAML options Hydra composes onto Config: lrlab/conf in an installed wheel, conf/ in a checkout.
 _PACKAGED = Path(__file__).resolve().parent.parent / "conf"
 CONF_DIR = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else Path(__file__).resolve().parents[2] / "conf"
-# Groups whose option files each set the group's ``name``: a choice and its name must agree.
-NAMED_GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "engine")
+# The groups whose options are the members of one Enum: one ConfigStore node per member, {name: member}.
+# conf/<group>/ holds only presets that set more than a name (optimizer=momentum, the datasets).
+ENUM_GROUPS: dict[str, type[Enum]] = {
+    "model": ModelName,
+    "loss": LossName,
+    "optimizer": OptimizerName,
+    "reader": ReaderName,
+    "device": DeviceName,
+    "engine": EngineName,
+}
+NAMED_GROUPS = tuple(group for group in GROUPS if group != "launcher")  # the groups with a ``name`` field
 
 
 def job_config(config: DictConfig) -> DictConfig:
@@ -47,22 +64,11 @@ def _field_keys(schema: Any, prefix: str = "") -> set[str]:
     return keys
 
 
-@functools.cache  # the option files do not change while lrlab runs; every job's validation asks
-def option_name(group: str, option: str) -> str | None:
-    """The ``name`` that the option file ``conf/<group>/<option>.yaml`` sets, if it sets one."""
-    path = CONF_DIR / group / f"{option}.yaml"
-    if not path.is_file():
-        return None
-    loaded = OmegaConf.load(path)
-    name = loaded.get("name") if isinstance(loaded, DictConfig) else None
-    return None if name is None else str(name)
-
-
 def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config:
     """The typed, validated config (raises ``ConfigError`` or an OmegaConf validation error).
 
-    Refuses a key the schema does not have (even one added with ``+``) and, given Hydra's group
-    choices, a group whose ``name`` is not the name its chosen option sets (``loss=mse loss.name=squared``).
+    Refuses a key the schema does not have (even one added with ``+``) and, given Hydra's node, an override
+    of a group's ``name``, which its chosen option sets (``loss=mse loss.name=squared``).
     """
     # Each of the job's nodes is typed by the schema already: build the Config from them, without copying
     # the config (Hydra's node, which a copy would carry too, is most of it).
@@ -73,19 +79,34 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
         raise ConfigError(
             f"{unknown[0]}: no such key (check the spelling; `.venv/bin/lrlab --cfg job` lists every key)"
         )
-    for group in NAMED_GROUPS:
-        choice = (choices or {}).get(group)
-        expected = option_name(group, str(choice)) if choice else None
-        actual = getattr(cfg, group).name
-        actual = actual.value if isinstance(actual, Enum) else str(actual)
-        if expected is not None and expected != actual:
+    overrides = list(dcfg.hydra.overrides.task) if "hydra" in dcfg else []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = key.lstrip("+~").removesuffix(".name")
+        if group in NAMED_GROUPS and key.lstrip("+~") == f"{group}.name":
+            choice = (choices or {}).get(group, "its default")
             raise ConfigError(
-                f"{group}.name={actual!r} disagrees with the choice {group}={choice} (whose name is {expected!r}): "
-                f"choose the option with {group}=<option>, or set a study's option with `- override /{group}: ...`"
+                f"{group}.name={value}: the choice {group}={choice} sets {group}.name; choose the option with "
+                f"{group}=<option>, or set a study's option with `- override /{group}: ...`"
             )
     return cfg
 
 
 def register_configs() -> None:
-    """Make ``Config`` the schema that ``conf/config.yaml`` composes onto."""
-    ConfigStore.instance().store(name="lrlab_schema", node=Config)
+    """Make ``Config`` the schema that ``conf/config.yaml`` composes onto, and each Enum member an option."""
+    store = ConfigStore.instance()
+    store.store(name="lrlab_schema", node=Config)
+    for group, names in ENUM_GROUPS.items():
+        for member in names:
+            store.store(group=group, name=member.value, node={"name": member.value})
+
+
+def is_group(key: str) -> bool:
+    """Whether ``key`` names a config group (``model``, ``experiment``...), whose value is an option."""
+    return key in ENUM_GROUPS or (CONF_DIR / key).is_dir()
+
+
+def options(group: str) -> list[str]:
+    """The options of ``group``: its Enum's members and its presets in conf/<group>/."""
+    presets = [path.stem for path in (CONF_DIR / group).glob("*.yaml")]
+    return sorted({*presets, *(member.value for member in ENUM_GROUPS.get(group, ()))})

@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lrlab.sweep.compose import CONF_DIR
+from lrlab.sweep.compose import is_group
 from lrlab.sweep.hydra_internals import get_overrides_dirname  # the loader's own, as Hydra computes it
 
 
@@ -93,6 +93,6 @@ def is_plain_value(override: Override) -> bool:
     key = str(override.key_or_group)
     if override.is_add() or override.is_delete() or override.is_force_add() or override.package is not None:
         return False
-    if override.is_hydra_override() or "/" in key or (CONF_DIR / key).is_dir():
+    if override.is_hydra_override() or "/" in key or is_group(key):
         return False
     return not isinstance(override.value(), dict)

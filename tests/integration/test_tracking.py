@@ -17,8 +17,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from lrlab.record.orphans import end_orphans
-from lrlab.sweep.compose import CONF_DIR, job_config, option_name
+from lrlab.sweep.compose import CONF_DIR, job_config
 from lrlab.sweep.job import JobResult, run_job
+from tests.conftest import option_name
 
 
 @pytest.fixture

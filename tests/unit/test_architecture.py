@@ -70,3 +70,16 @@ def test_no_attribute_of_lrlab_is_both_a_module_and_a_function() -> None:
     for name in lrlab.__all__:
         assert not isinstance(getattr(lrlab, name), types.ModuleType), name
     assert isinstance(lrlab.run, types.ModuleType) and callable(lrlab.track)
+
+
+def test_every_option_of_an_enum_group_has_its_implementation() -> None:
+    from lrlab.core import engines
+    from lrlab.core.config import EngineName, LossName, ModelName, ReaderName
+    from lrlab.core.data import READERS
+    from lrlab.core.losses import LOSSES
+    from lrlab.core.models import MODELS
+
+    assert set(MODELS) == {member.value for member in ModelName}
+    assert set(LOSSES) == {member.value for member in LossName}
+    assert set(READERS) == {member.value for member in ReaderName}
+    assert all(callable(engines.load(member)) for member in EngineName)

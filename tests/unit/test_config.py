@@ -8,10 +8,10 @@ from itertools import product
 import pytest
 
 from lrlab.core.config import Config, ConfigError, DeviceName, LossName, ModelName, OptimizerName
-from tests.conftest import CONF
+from lrlab.sweep.compose import options
 
 GROUPS = ["dataset", "model", "loss", "optimizer", "reader", "device", "engine", "launcher"]
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
 
 
 def test_defaults_are_the_seeds_section_3_2(make_cfg: Callable[..., Config]) -> None:

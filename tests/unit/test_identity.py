@@ -11,15 +11,12 @@ from omegaconf import DictConfig
 from lrlab.core.config import ConfigError
 from lrlab.core.optim import make_update
 from lrlab.record.provenance import config_hash
-from lrlab.sweep.compose import CONF_DIR, NAMED_GROUPS, option_name, to_config
+from lrlab.sweep.compose import CONF_DIR, NAMED_GROUPS, options, to_config
 from lrlab.sweep.summary import loglog_slope
+from tests.conftest import option_name
 
 STUDIES = sorted(p.stem for p in (CONF_DIR.parent / "experiments").glob("*.yaml"))
 GROUPS = [g for g in NAMED_GROUPS if g != "device"]  # device options exist only where the device does
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def typed(compose_cfg: Callable[..., DictConfig], *overrides: str):  # type: ignore[no-untyped-def]
@@ -51,7 +48,7 @@ def test_studies_choose_options_through_their_defaults_list() -> None:
 
 
 def test_a_group_whose_name_disagrees_with_its_choice_is_refused(compose_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=r"loss.name='squared' disagrees with the choice loss=mse"):
+    with pytest.raises(ConfigError, match=r"^loss.name=squared: the choice loss=mse sets loss.name"):
         typed(compose_cfg, "loss=mse", "loss.name=squared")
 
 
