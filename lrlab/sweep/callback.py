@@ -17,11 +17,13 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
@@ -36,6 +38,7 @@ from lrlab.sweep.compose import to_config
 from lrlab.sweep.context import SweepContext
 from lrlab.sweep.jobloader import JobLoader
 from lrlab.sweep.names import REPLICATE_KEY, group_name, job_run_name
+from lrlab.sweep.scrub import reserve_private, scrub_hydra_files
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -142,13 +145,21 @@ class LrlabCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._start_sweep(config)
+            reserve_private(_sweep_dir(config) / "multirun.yaml")  # Hydra writes it next, with any password
         except Exception as error:
             raise Abort(error) from error
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has just written the job's own files (and the sweep's ``multirun.yaml``): no password stays."""
+        scrub_hydra_files(Path(config.hydra.runtime.output_dir), config.hydra.output_subdir)
+        if config.hydra.mode == RunMode.MULTIRUN:
+            scrub_hydra_files(_sweep_dir(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep, self.sweep = self.sweep, None
         context.clear()  # no longer in progress: main has nothing left to end
         try:
+            scrub_hydra_files(_sweep_dir(config))  # jobs that ran on other machines scrubbed only there
             if sweep is not None:
                 end_sweep(sweep)
         except Exception as error:
@@ -211,6 +222,11 @@ class LrlabCallback(Callback):
                 groups = {name: group.tracker.run_id for name, group in sweep.groups.items()}
                 replace(sweep_context, groups=groups).publish()
             print(f"sweep: {len(counts)} group(s) of seed replicates: {', '.join(counts)}", flush=True)
+
+
+def _sweep_dir(config: DictConfig) -> Path:
+    """The sweep's folder, from where it started (a job may have changed folder, ``hydra.job.chdir``)."""
+    return Path(config.hydra.runtime.cwd, config.hydra.sweep.dir)
 
 
 def _launcher_refusal(config: DictConfig) -> Callable[[Config], str | None] | None:

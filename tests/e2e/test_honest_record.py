@@ -125,5 +125,10 @@ def test_a_basic_auth_server_works_and_the_password_appears_nowhere(tmp_path: Pa
         stored = [p for p in (tmp_path / "server").rglob("*") if p.is_file() and p.name != "basic_auth.ini"]
         assert any(p.name == "summary.csv" for p in stored) and any(p.name == "config.yaml" for p in stored)
         assert not [p for p in stored if ADMIN_PASSWORD.encode() in p.read_bytes()]
+        # Hydra's own files: each job's .hydra/*.yaml and the sweep's multirun.yaml, private where they had one.
+        written = [p for folder in ("multi", "out") for p in (tmp_path / folder).rglob("*.yaml")]
+        assert {"multirun.yaml", "overrides.yaml", "hydra.yaml", "config.yaml"} <= {p.name for p in written}
+        assert not [p for p in written if ADMIN_PASSWORD in p.read_text()]
+        assert (tmp_path / "multi" / "multirun.yaml").stat().st_mode & 0o077 == 0
     finally:
         mlflow.stop()
