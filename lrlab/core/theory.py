@@ -33,6 +33,15 @@ class Reference:
 CHUNK_ROWS = 1 << 16  # rows of A in float64 at a time: 65536·(d+1)·8 bytes per copy (1.5 MiB at d=2)
 
 
+def _design_rows(features: torch.Tensor, start: int, chunk_rows: int) -> torch.Tensor:
+    """Rows ``start:start + chunk_rows`` of A = [X, 1] in float64, (c, d+1), written in place (no float64 X beside)."""
+    X = features[start : start + chunk_rows].detach()  # (c, d)
+    A = torch.empty(len(X), X.shape[1] + 1, dtype=torch.float64)
+    A[:, :-1].copy_(X)
+    A[:, -1] = 1.0
+    return A
+
+
 def normal_equations(
     features: torch.Tensor, labels: torch.Tensor, chunk_rows: int = CHUNK_ROWS
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +52,8 @@ def normal_equations(
     in float64. Element-wise products and torch reductions rather than BLAS matmul/lstsq, whose summation
     order can depend on memory alignment: the references must be bit-reproducible run to run.
 
+    Memory: at most two (c, d+1) float64 arrays at a time, and AᵀA (``_gram``).
+
     What chunking changes: for n ≤ ``chunk_rows`` the operations are exactly the one-shot formula's (one
     chunk, no addition), so the sums are bit-identical to it; beyond, the sums are added in another order
     and agree with the one-shot formula to float64 round-off (within 1e-12 relative,
@@ -52,16 +63,43 @@ def normal_equations(
     """
     gram = moments = None
     for start in range(0, len(features), chunk_rows):
-        X = features[start : start + chunk_rows].detach().double().cpu()  # (c, d)
+        A = _design_rows(features, start, chunk_rows)  # (c, d+1)
         y = labels[start : start + chunk_rows].detach().double().cpu().reshape(-1)  # (c,)
-        A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # (c, d+1)
-        columns = A.T.contiguous()  # (d+1, c)
-        chunk_gram = torch.stack([(columns * column).sum(1) for column in columns])  # AᵀA of the chunk
         chunk_moments = (A * y.unsqueeze(1)).sum(0)  # Aᵀy of the chunk, (d+1,)
+        columns = A.T.contiguous()  # (d+1, c)
+        del A
+        chunk_gram = _gram(columns)  # AᵀA of the chunk
+        del columns
         gram = chunk_gram if gram is None else gram.add_(chunk_gram)
         moments = chunk_moments if moments is None else moments.add_(chunk_moments)
     assert gram is not None and moments is not None, "no examples"
     return gram, moments
+
+
+GRAM_BLOCK = 64  # columns of A multiplied at once by ``_gram``
+
+
+def _gram(columns: torch.Tensor) -> torch.Tensor:
+    """AᵀA (m, m) from Aᵀ (m, c): entry (j, i) is (Aᵀ[i] · Aᵀ[j]).sum(), the element-wise product and row sum
+    of the per-column formula, bit for bit (a row's sum is one thread's, however many rows are summed at once).
+
+    Blocks of ``GRAM_BLOCK`` rows of Aᵀ times one row at a time, through one product buffer: the lower
+    triangle, mirrored (the products commute exactly). No (m, c) temporary per column: allocating one per
+    column fragmented the heap, and the peak grew with the number of features cubed.
+    """
+    m = len(columns)
+    gram = torch.empty(m, m, dtype=torch.float64)
+    starts = list(range(0, m, GRAM_BLOCK))
+    if len(starts) > 1 and m - starts[-1] == 1:
+        starts.pop()  # no block of one row: torch splits a single sum across threads, in another order
+    product = torch.empty(min(m, GRAM_BLOCK + 1), columns.shape[1], dtype=torch.float64)
+    for start, end in zip(starts, [*starts[1:], m], strict=True):
+        block, buffer = columns[start:end], product[: end - start]
+        for j in range(start, m):
+            torch.sum(torch.mul(block, columns[j], out=buffer), 1, out=gram[j, start:end])
+    for i in range(m - 1):
+        gram[i, i + 1 :] = gram[i + 1 :, i]
+    return gram
 
 
 def _squared_residuals(
@@ -70,10 +108,10 @@ def _squared_residuals(
     """‖Aθ − y‖² in float64, chunk by chunk as ``normal_equations`` reads A (0-dim)."""
     total = None
     for start in range(0, len(features), chunk_rows):
-        X = features[start : start + chunk_rows].detach().double().cpu()  # (c, d)
+        A = _design_rows(features, start, chunk_rows)  # (c, d+1)
         y = labels[start : start + chunk_rows].detach().double().cpu().reshape(-1)  # (c,)
-        A = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # (c, d+1)
         chunk = (((A * theta).sum(1) - y) ** 2).sum()
+        del A
         total = chunk if total is None else total.add_(chunk)
     assert total is not None, "no examples"
     return total

@@ -17,6 +17,19 @@ def shorten(name: str, limit: int = MAX_NAME) -> str:
     return f"{name[: limit - len(digest) - 2]}…{digest}"
 
 
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH: MLflow cuts a longer param value silently
+
+
+def param_artifact(key: str) -> str:
+    """Where a param value too long for MLflow is kept whole."""
+    return f"params/{key}.txt"
+
+
+def param_pointer(key: str, value: str) -> str:
+    """What the param holds instead of a value too long for MLflow: its digest and the artifact with it whole."""
+    return f"sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]} {param_artifact(key)}"
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Leaves of a nested mapping as dotted keys; lists stay whole (``dataset.true_w``)."""
     flat: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from lrlab.core.config import Config
-from lrlab.record.keys import shorten
+from lrlab.record.keys import MAX_PARAM_VALUE, param_artifact, param_pointer, shorten
 from lrlab.record.orphans import HEARTBEAT, HEARTBEAT_SECONDS, process_tags
 from lrlab.record.store import experiment_id, open_client
 
@@ -145,8 +145,20 @@ class Tracker:
                 self.client.set_tag(self.run_id, HEARTBEAT, f"{time.time():.0f}", synchronous=True)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params as strings; a null setting is left out rather than logged as 'None'."""
-        items = [Param(key, str(value)) for key, value in params.items() if value is not None]
+        """Log params as strings; a null setting is left out rather than logged as 'None'.
+
+        A value longer than MLflow's limit goes whole into the artifact ``params/<key>.txt`` (written first),
+        and the param holds its digest and that name (``param_pointer``): never a value cut short.
+        """
+        items = []
+        for key, value in params.items():
+            if value is None:
+                continue
+            text = str(value)
+            if len(text) > MAX_PARAM_VALUE:
+                self.log_text(text, param_artifact(key))
+                text = param_pointer(key, text)
+            items.append(Param(key, text))
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
 

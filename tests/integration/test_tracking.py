@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -14,8 +16,11 @@ import pytest
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig
 
+import lrlab
+from lrlab.record.keys import MAX_PARAM_VALUE
 from lrlab.record.orphans import end_orphans
 from lrlab.sweep.compose import CONF_DIR, job_config
 from lrlab.sweep.job import JobResult, run_job
@@ -211,3 +216,16 @@ def test_a_command_line_choice_beats_the_study_in_the_record(
     # and the wide set has 20 weights.
     assert 6.5e-5 < run.data.metrics["ols_train_loss"] < 1.3e-4
     assert len(json.loads(Path(client.download_artifacts(run.info.run_id, "params.json")).read_text())["w"]) == 20
+
+
+def test_a_param_longer_than_mlflows_limit_goes_whole_into_an_artifact(client: MlflowClient, tracking_uri: str) -> None:
+    true_w = [round(math.sin(i) * 3, 12) for i in range(450)]
+    overrides = (f"dataset.true_w=[{','.join(map(repr, true_w))}]", "num_epochs=1")
+    run_id = lrlab.track(lrlab.compose(*overrides), tracking_uri=tracking_uri).run_id
+    assert run_id is not None
+    param = client.get_run(run_id).data.params["dataset.true_w"]
+    assert param.endswith(" params/dataset.true_w.txt"), f"{len(param)} characters: {param[-40:]}"
+    text = Path(client.download_artifacts(run_id, "params/dataset.true_w.txt")).read_text()
+    assert MAX_PARAM_VALUE == MAX_PARAM_VAL_LENGTH < len(text)  # MLflow would have cut it
+    assert json.loads(text) == true_w
+    assert param == f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]} params/dataset.true_w.txt"

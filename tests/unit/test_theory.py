@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -112,3 +113,45 @@ def test_chunked_references_are_bit_reproducible_across_processes() -> None:
     here = [float.hex(v) for v in metrics.values()]
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert there.strip() == str(here)
+
+
+@pytest.mark.parametrize(("n", "d"), [(1000, 150), (1000, 128), (33000, 64)])
+def test_the_gram_matrix_is_the_per_column_formulas_bits(n: int, d: int) -> None:
+    """Blocks of columns (one of them with a remainder row) give the per-column formula's bits, also where
+    torch sums on several threads (more than 32768 elements)."""
+    generator = torch.Generator().manual_seed(1)
+    X, y = torch.randn(n, d, generator=generator), torch.randn(n, 1, generator=generator)
+    columns = torch.cat([X.double(), torch.ones(n, 1, dtype=torch.float64)], 1).T.contiguous()
+    per_column = torch.stack([(columns * column).sum(1) for column in columns])
+    assert torch.equal(normal_equations(X, y)[0], per_column)
+
+
+# Run in a fresh process: the peak RSS of this one is the whole session's. The child caps its address space so
+# that a reference that does not fit fails here rather than taking the machine's memory.
+MEMORY_PROBE = """
+import json, resource, sys
+import torch
+from lrlab.core.theory import reference
+n, d = int(sys.argv[1]), int(sys.argv[2])
+reference(torch.randn(64, 3), torch.randn(64, 1), [0.0] * 3, 0.0, "squared", 0.03)  # loads LAPACK, starts threads
+generator = torch.Generator().manual_seed(0)
+X, y = torch.randn(n, d, generator=generator), torch.randn(n, 1, generator=generator)
+with open("/proc/self/statm") as statm:
+    address_space = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (address_space + (4 << 30), resource.RLIM_INFINITY))
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reference(X, y, [0.0] * d, 0.0, "squared", 0.03)
+print(json.dumps({"increase": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024}))
+"""
+
+
+@pytest.mark.parametrize("d", [600, 1400])
+def test_the_reference_costs_a_few_times_the_data_at_any_number_of_features(d: int) -> None:
+    n = 2000
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(n), str(d)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    increase = json.loads(done.stdout)["increase"]
+    data = n * (d + 1) * 4  # X and y in float32
+    # The (d+1)² float64 results themselves: AᵀA and what LAPACK makes of it (rank, solve, eigenvalues).
+    gram = (d + 1) ** 2 * 8
+    assert increase < 10 * data + 8 * gram, f"peak RSS grew {increase / 1e6:.0f} MB for {data / 1e6:.1f} MB of data"
