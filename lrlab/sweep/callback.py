@@ -37,7 +37,7 @@ from lrlab.sweep import context, interrupt
 from lrlab.sweep.compose import to_config
 from lrlab.sweep.context import SweepContext
 from lrlab.sweep.jobloader import JobLoader
-from lrlab.sweep.names import REPLICATE_KEY, group_name, job_run_name
+from lrlab.sweep.names import REPLICATE_KEY, Planned, group_name, job_run_name
 from lrlab.sweep.scrub import reserve_private, scrub_hydra_files
 
 if TYPE_CHECKING:
@@ -168,9 +168,8 @@ class LrlabCallback(Callback):
     def _start_sweep(self, config: DictConfig) -> None:
         plan = plan_sweep(config)  # every job has at least one value of each key: never empty
         keys = plan.keys if plan else []
-        planned: dict[str, str] = {}  # config hash -> run name, for every planned job
+        planned: list[Planned] = []
         replicated = plan is not None and REPLICATE_KEY in plan.keys  # seeds are replicates: jobs in groups
-        group_of: dict[str, str] = {}  # config hash -> group name, in a sweep over seeds
         jobs: list[tuple[Config, dict[str, Any]]] = []
         refusal = _launcher_refusal(config)
         loader = JobLoader(GlobalHydra.instance().config_loader())
@@ -182,9 +181,8 @@ class LrlabCallback(Callback):
             if refused:
                 raise ConfigError(refused)
             jobs.append((cfg, run_params(job, choices)))
-            planned[config_hash(cfg)] = job_run_name(overrides, keys)
-            if replicated:
-                group_of[config_hash(cfg)] = group_name(overrides, keys)
+            group = group_name(overrides, keys) if replicated else None  # what it is apart from its seed
+            planned.append(Planned(job_run_name(overrides, keys), config_hash(cfg), group))
         # Every job is valid: now the MLflow side (imported only here, so that a refusal costs no import).
         from lrlab.record.tracking import Tracker, dataset_input
         from lrlab.sweep.groups import plan_groups, start_groups
@@ -200,7 +198,7 @@ class LrlabCallback(Callback):
             **environment_tags(cfg.device.resolve()),
         }
         parent = Tracker.start(uri, cfg.experiment_name, run_name=f"sweep {swept}".strip(), tags=tags)
-        self.sweep = sweep = _Sweep(parent, keys, planned, group_of)
+        self.sweep = sweep = _Sweep(parent, keys, planned)
         sweep_context = SweepContext(uri, parent.experiment_id, cfg.experiment_name, parent.run_id, tuple(keys))
         sweep_context.publish()  # from here on, whatever ends the process ends the parent
         print(f"sweep: parent run {parent.run_id} in experiment {cfg.experiment_name!r}", flush=True)
@@ -212,8 +210,8 @@ class LrlabCallback(Callback):
         if replicated and plan:
             counts = plan_groups(plan.jobs, plan.keys)
             members: dict[str, list[dict[str, Any]]] = {name: [] for name in counts}
-            for job_cfg, params in jobs:
-                members[group_of[config_hash(job_cfg)]].append(params)
+            for job_planned, (_, params) in zip(planned, jobs, strict=True):
+                members[str(job_planned.group)].append(params)
             params_of = {name: shared_params(p) for name, p in members.items()}  # what its seeds share
             group_tags = {"lrlab.overrides": tags["lrlab.overrides"], **code_tags()}
             try:
@@ -248,8 +246,7 @@ def _launcher_refusal(config: DictConfig) -> Callable[[Config], str | None] | No
 class _Sweep:
     parent: Tracker
     keys: list[str]
-    planned: dict[str, str]  # config hash -> job name
-    group_of: dict[str, str]  # config hash -> group name (a sweep over seeds)
+    planned: list[Planned]  # every job, in the sweep's order
     groups: dict[str, Group] = field(default_factory=dict)  # name -> group run, in the sweep's order
 
 
@@ -267,7 +264,7 @@ def end_sweep(sweep: _Sweep) -> None:
     try:
         from lrlab.sweep.summary import summarise  # matplotlib: inside the try, so that nothing slow comes first
 
-        failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups, sweep.group_of)
+        failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups)
         final = FAILED if failed else FINISHED
     finally:
         if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lrlab.record.redact import redact
 
@@ -31,3 +32,12 @@ def job_run_name(task_overrides: list[str], keys: Sequence[str] | None) -> str:
 def group_name(job_overrides: list[str], keys: list[str]) -> str:
     """The group of a sweep's job over seeds: what the sweep varies apart from the seed (``lr=0.03``)."""
     return _name_after(job_overrides, [k for k in keys if k != REPLICATE_KEY])
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One job of a sweep, as planned before it runs."""
+
+    name: str  # its run's name: what the sweep varies (``lr=0.03 seed=1``)
+    identity: str  # its config hash: a FINISHED run of it may stand in for it (rerun=false)
+    group: str | None = None  # in a sweep over seeds, its group: what it is apart from its seed

@@ -14,12 +14,14 @@ import math
 
 import numpy as np
 from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from lrlab.core.replicates import fit_slope, slope_interval, spread
+from lrlab.record.keys import shorten
 from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, finished_run, outcome, sweep_jobs
 from lrlab.sweep import report
 from lrlab.sweep.groups import Group, aggregate
-from lrlab.sweep.names import REPLICATE_KEY
+from lrlab.sweep.names import REPLICATE_KEY, Planned
 
 MIN_SLOPE_SIZES = 3  # a slope through fewer distinct sizes confirms nothing
 
@@ -35,28 +37,24 @@ def concluded(run: Run, metric: str) -> bool:
     return run.info.status == FINISHED and math.isfinite(value) and abs(value) < 1e300
 
 
-def skipped(parent: Tracker, runs: list[Run], planned: dict[str, str]) -> list[Run]:
-    """The FINISHED runs that planned jobs reused instead of running again (rerun=false)."""
-    ran = {run.data.tags.get("lrlab.config_hash") for run in runs}
-    found = (finished_run(parent.client, parent.experiment_id, identity) for identity in planned.keys() - ran)
-    return [run for run in found if run is not None]
+def skipped(parent: Tracker, runs: list[Run], planned: list[Planned]) -> list[tuple[Planned, Run]]:
+    """Each planned job that this sweep did not run, with the FINISHED run it reused instead (rerun=false)."""
+    ran = {run.info.run_name for run in runs}
+    missing = [job for job in planned if shorten(job.name) not in ran]
+    found = [(job, finished_run(parent.client, parent.experiment_id, job.identity)) for job in missing]
+    return [(job, run) for job, run in found if run is not None]
 
 
 def summarise(
-    parent: Tracker,
-    keys: list[str],
-    planned: dict[str, str],
-    groups: dict[str, Group] | None = None,
-    group_of: dict[str, str] | None = None,
+    parent: Tracker, keys: list[str], planned: list[Planned], groups: dict[str, Group] | None = None
 ) -> list[str]:
     """Log the overlay and the summary table on the parent, print the table; return the failed jobs."""
     runs = children(parent)
     reused = skipped(parent, runs, planned)
     if groups:
-        return _summarise_groups(parent, keys, planned, runs, reused, groups, group_of or {})
+        return _summarise_groups(parent, keys, runs, reused, groups)
     rows, curves, failed = [], {}, []
-    for run in runs + reused:
-        name = planned.get(run.data.tags.get("lrlab.config_hash", ""), run.info.run_name or run.info.run_id)
+    for name, run in [(str(run.info.run_name), run) for run in runs] + [(job.name, run) for job, run in reused]:
         final = run.data.metrics
         rows.append(
             {
@@ -66,7 +64,7 @@ def summarise(
                 "w_error": final.get("w_error"),
                 "b_error": final.get("b_error"),
                 "train_seconds": final.get("train_seconds"),
-                "status": "SKIPPED" if run in reused else outcome(run),
+                "status": "SKIPPED" if run not in runs else outcome(run),
                 "run_id": run.info.run_id,
             }
         )
@@ -74,7 +72,7 @@ def summarise(
         curves[name] = [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)]
         if outcome(run) in (FAILED, KILLED):
             failed.append(name)
-    order = list(planned.values())
+    order = [job.name for job in planned]
     rows.sort(key=lambda row: order.index(str(row["run"])) if row["run"] in order else len(order))
     table = report.summary_table(rows)
     parent.log_text(table.to_csv(index=False), "summary.csv")
@@ -83,7 +81,7 @@ def summarise(
     parent.log_figure(figure, "comparison.png")
     if rows:
         print(table.to_string(index=False), flush=True)
-    theory_pictures(parent, keys, runs + reused)
+    theory_pictures(parent, keys, runs + [run for _, run in reused])
     return failed
 
 
@@ -142,17 +140,20 @@ FINAL = ("train_loss", "w_error", "b_error")  # the final metrics a summary show
 def _summarise_groups(
     parent: Tracker,
     keys: list[str],
-    planned: dict[str, str],
     runs: list[Run],
-    reused: list[Run],
+    reused: list[tuple[Planned, Run]],
     groups: dict[str, Group],
-    group_of: dict[str, str],
 ) -> list[str]:
-    """The summary of a sweep over seeds: aggregate each group, then one row and one band per group."""
-    for run in runs + reused:
-        name = group_of.get(run.data.tags.get("lrlab.config_hash", ""))
-        if name in groups:
-            groups[name].members.append(run)
+    """The summary of a sweep over seeds: aggregate each group, then one row and one band per group. A seed run
+    of this sweep is a member of the group it is nested under; a reused run, of its planned job's group."""
+    by_id = {group.tracker.run_id: group for group in groups.values()}
+    for run in runs:
+        group = by_id.get(run.data.tags.get(MLFLOW_PARENT_RUN_ID, ""))
+        if group is not None:
+            group.members.append(run)
+    for job, run in reused:
+        if job.group in groups:
+            groups[job.group].members.append(run)
     varied = [key for key in keys if key != REPLICATE_KEY]
     rows: list[dict[str, object]] = []
     printed: list[dict[str, object]] = []
@@ -161,7 +162,7 @@ def _summarise_groups(
         bands[group.name] = aggregate(group)
         status = group.status()
         group.end(status)
-        failed += [planned.get(r.data.tags.get("lrlab.config_hash", ""), r.info.run_id) for r in group.crashed]
+        failed += [str(r.info.run_name or r.info.run_id) for r in group.crashed]
         values = {key: _shared_param(group.members, key) for key in varied}
         stats = {metric: group.final(metric) for metric in FINAL}
         outcome_text = status if not group.diverged else f"{status}, {len(group.diverged)} diverged"
