@@ -51,6 +51,7 @@ from lrlab.core.pipeline import (
     generate_dataset,
     init_model_params,
     read_dataset,
+    torch_threads,
 )
 from lrlab.core.theory import Reference, reference
 
@@ -99,7 +100,8 @@ def train_group(members: list[Member], should_stop: Callable[[], bool]) -> None:
         members[index].on_end(outcome)
 
     try:
-        _train(members, should_stop, end)
+        with torch_threads(members[0].cfg.threads):  # threads is the group's: part of its identity
+            _train(members, should_stop, end)
     except BaseException as error:  # a crash, or a forced interrupt: every member still training records it
         for index in range(len(members)):
             if index not in ended:

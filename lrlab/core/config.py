@@ -239,6 +239,9 @@ class Config:
     # true: each run also logs loss_curves.png. Off by default: the MLflow UI draws the same curves from
     # the metric histories, and the figure costs a run about 2 s (matplotlib). A sweep draws comparison.png.
     plot_curves: bool = False
+    # torch's intra-op threads for the run. How many decides how torch splits a sum, so every run of a config
+    # uses the same number, whatever process or launcher runs it (a joblib worker would have one).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _require(_is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
@@ -281,6 +284,7 @@ class Config:
             f"({self.engine.name.value} runs on device={' or '.join(devices)} only)",
             self.engine.name.value,
         )
+        _require(1 <= self.threads <= 1024, "threads", "an integer in [1, 1024]", self.threads)
         _require(
             _is_number(self.orphan_timeout) and self.orphan_timeout > 0,
             "orphan_timeout",
@@ -315,6 +319,8 @@ class Config:
             tree["optimizer"].pop("momentum")
         if self.optimizer.name is not OptimizerName.adam:
             tree["optimizer"].pop("betas")
+        if self.threads == 1:  # the default: runs from before the key keep their identity
+            tree.pop("threads")
         if self.engine.name is EngineName.autograd:
             tree.pop("engine")
         return tree

@@ -13,7 +13,8 @@ epoch); when it answers yes, training raises ``Stopped`` with the epochs complet
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -83,21 +84,34 @@ def train(problem: Problem) -> TrainResult:
     return engines.load(problem.cfg.engine.name)(problem)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for a run; the process's own number comes back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_pipeline(
     cfg: Config,
     on_epoch: Callable[[EpochResult], None] = lambda _: None,
     on_reference: Callable[[Reference], None] = lambda _: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TrainResult:
-    """The seven steps, top to bottom. ``on_reference`` gets the closed-form references before training."""
-    device = cfg.device.resolve()
-    features, labels = generate_dataset(cfg)  # 1: (n, d), (n, 1), on the CPU so every device sees the same data
-    ref = reference(features, labels, cfg.dataset.true_w, cfg.dataset.true_b, cfg.loss.name.value, cfg.lr)
-    on_reference(ref)
-    features, labels = features.to(device), labels.to(device)
-    reader = read_dataset(cfg, features, labels)  # 2
-    w, b = init_model_params(cfg)  # 3: (d, 1), (1,)
-    net = define_model(cfg, w, b, device)  # 4
-    loss = define_loss(cfg)  # 5
-    optimizer = define_optimizer(cfg, net)  # 6
-    return train(Problem(cfg, net, loss, optimizer, reader, features, labels, ref, on_epoch, should_stop))  # 7
+    """The seven steps, top to bottom, on ``cfg.threads`` torch threads. ``on_reference`` gets the closed-form
+    references before training."""
+    with torch_threads(cfg.threads):
+        device = cfg.device.resolve()
+        features, labels = generate_dataset(cfg)  # 1: (n, d), (n, 1), on the CPU so every device sees the same data
+        ref = reference(features, labels, cfg.dataset.true_w, cfg.dataset.true_b, cfg.loss.name.value, cfg.lr)
+        on_reference(ref)
+        features, labels = features.to(device), labels.to(device)
+        reader = read_dataset(cfg, features, labels)  # 2
+        w, b = init_model_params(cfg)  # 3: (d, 1), (1,)
+        net = define_model(cfg, w, b, device)  # 4
+        loss = define_loss(cfg)  # 5
+        optimizer = define_optimizer(cfg, net)  # 6
+        return train(Problem(cfg, net, loss, optimizer, reader, features, labels, ref, on_epoch, should_stop))  # 7

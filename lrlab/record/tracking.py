@@ -54,9 +54,13 @@ def dataset_input(cfg: Config) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
 
 
-def finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> Run | None:
-    """The newest FINISHED run of this config in the experiment, if there is one."""
+def finished_run(
+    client: MlflowClient, experiment_id: str, config_hash: str, code_digest: str | None = None
+) -> Run | None:
+    """The newest FINISHED run of this config in the experiment (made by the code ``code_digest``, if given)."""
     query = f"tags.`lrlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'"
+    if code_digest is not None:
+        query += f" and tags.`lrlab.code_digest` = '{code_digest}'"
     found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
     return found[0] if found else None
 

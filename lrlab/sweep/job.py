@@ -139,12 +139,14 @@ def _start_run(
         experiment = sweep.experiment_id if sweep else experiment_id(client, uri, experiment_name)
         if sweep is None:  # a sweep's parent has done this for its jobs
             end_orphans(client, experiment, cfg.orphan_timeout)
-        done = None if cfg.rerun else finished_run(client, experiment, identity)
-        if done and done.data.tags.get("lrlab.code_digest") == provenance["lrlab.code_digest"]:
+        digest = provenance["lrlab.code_digest"]
+        done = None if cfg.rerun else finished_run(client, experiment, identity, digest)
+        if done:
             print(f"skipped {name}: this config already FINISHED as run {done.info.run_id} (rerun=true runs it again)")
             return JobResult(None, SKIPPED, math.nan)
-        if done:
-            print(f"not reusing run {done.info.run_id} for {name}: it was made by other lrlab code; running again")
+        other = None if cfg.rerun else finished_run(client, experiment, identity)
+        if other:
+            print(f"not reusing run {other.info.run_id} for {name}: it was made by other lrlab code; running again")
     job_num = int(hydra_cfg.job.num) if multirun else None
     tags = job_tags(cfg, overrides, identity, provenance, job_num, extra_tags)
     tracker = Tracker.start(uri, experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)

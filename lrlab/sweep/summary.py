@@ -18,6 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from lrlab.core.replicates import fit_slope, slope_interval, spread
 from lrlab.record.keys import shorten
+from lrlab.record.provenance import code_tags
 from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, finished_run, outcome, sweep_jobs
 from lrlab.sweep import report
 from lrlab.sweep.groups import Group, aggregate
@@ -41,7 +42,8 @@ def skipped(parent: Tracker, runs: list[Run], planned: list[Planned]) -> list[tu
     """Each planned job that this sweep did not run, with the FINISHED run it reused instead (rerun=false)."""
     ran = {run.info.run_name for run in runs}
     missing = [job for job in planned if shorten(job.name) not in ran]
-    found = [(job, finished_run(parent.client, parent.experiment_id, job.identity)) for job in missing]
+    digest = code_tags()["lrlab.code_digest"]  # a job reuses only a run of this code
+    found = [(job, finished_run(parent.client, parent.experiment_id, job.identity, digest)) for job in missing]
     return [(job, run) for job, run in found if run is not None]
 
 
