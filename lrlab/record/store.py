@@ -50,20 +50,18 @@ def bound_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
-def resolve_tracking_uri(configured: str | None) -> str:
-    """``tracking_uri=`` on the command line, else $MLFLOW_TRACKING_URI, else ./mlflow.db (SQLite)."""
-    if configured:
-        return configured
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env:
-        return from_env
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+def resolve_tracking_uri(configured: str | None, cwd: Path | None = None) -> str:
+    """``tracking_uri=`` on the command line, else $MLFLOW_TRACKING_URI, else ./mlflow.db (SQLite); a relative
+    SQLite path is taken from ``cwd`` (default: the current folder)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return absolute_uri(uri, cwd)
 
 
-def absolute_uri(uri: str) -> str:
-    """``uri`` with a SQLite store's path made absolute: the same store from any folder."""
-    path = sqlite_path(uri)
-    return uri if path is None else f"sqlite:///{path}"
+def absolute_uri(uri: str, cwd: Path | None = None) -> str:
+    """``uri`` with a SQLite store's path made absolute (from ``cwd``): the same store from any folder."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    return f"sqlite:///{(cwd or Path.cwd()) / uri.removeprefix('sqlite:///')}"
 
 
 def sqlite_path(uri: str) -> Path | None:

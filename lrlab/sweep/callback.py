@@ -70,6 +70,7 @@ class SweepPlan:
 
 
 MAX_JOBS = 10000  # each job is composed and validated before the first starts
+NOT_SWEPT = ("tracking_uri", "experiment_name")  # where a sweep is recorded: one place for all its runs
 
 
 def _range_size(sweep: Any) -> int:
@@ -110,6 +111,10 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
                 "sweep a choice (a,b,c), a range(start,stop,step) or a glob(*)"
             )
     sweeps = [o for o in overrides if o.is_sweep_override()]
+    for where in (o for o in sweeps if o.key_or_group in NOT_SWEPT):
+        raise UsageError(
+            f"{where.key_or_group}: a sweep lives in one store and one experiment; run one sweep for each value"
+        )
     if math.prod(len(values) for values in choices.values()) > MAX_JOBS:
         raise UsageError(f"{sweeps[0].key_or_group}: the sweep has more than {MAX_JOBS} jobs; split it into studies")
     return SweepPlan(

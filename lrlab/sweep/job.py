@@ -14,6 +14,7 @@ import math
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -89,7 +90,8 @@ def open_job(
             return JobResult(None, KILLED, math.nan)
         raise KeyboardInterrupt(interrupt.stop_requested())
     sweep = context.current()
-    uri = sweep.tracking_uri if sweep else resolve_tracking_uri(cfg.tracking_uri)  # a sweep has one store
+    started_in = Path(hydra_cfg.runtime.cwd)  # hydra.job.chdir moves a job, not its store
+    uri = sweep.tracking_uri if sweep else resolve_tracking_uri(cfg.tracking_uri, started_in)
     try:
         run = _start_run(dcfg, cfg, choices, uri, sweep, run_name, extra_tags, label)
     except JobFailed:

@@ -1,0 +1,43 @@
+"""A sweep lives in one store and one experiment, resolved once when it starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.e2e.test_cli import all_runs
+
+pytestmark = pytest.mark.e2e
+
+
+def lrlab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with the default store (./mlflow.db of the folder it runs from)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    command = [sys.executable, "-m", "lrlab.run", *args, "hydra.sweep.dir=multirun", "hydra.run.dir=outputs"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("sweep", [True, False])
+def test_jobs_that_change_folder_still_write_to_the_store_of_the_folder_lrlab_ran_from(
+    tmp_path: Path, sweep: bool
+) -> None:
+    args = ["-m", "lr=0.01,0.1"] if sweep else ["lr=0.1"]
+    done = lrlab(tmp_path, *args, "num_epochs=1", "hydra.job.chdir=true")
+    assert done.returncode == 0, done.stderr
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("mlflow.db")] == [Path("mlflow.db")]
+    runs = all_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert len(runs) == (3 if sweep else 1) and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize("key", ["experiment_name=a,b", "tracking_uri=sqlite:///one.db,sqlite:///two.db"])
+def test_a_sweep_over_where_it_is_recorded_is_refused_in_one_line(tmp_path: Path, key: str) -> None:
+    done = lrlab(tmp_path, "-m", key, "num_epochs=1")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"lrlab: error: {key.split('=')[0]}:") and "one store and one experiment" in line
+    assert not list(tmp_path.rglob("*.db"))  # refused before any store or run exists
