@@ -45,9 +45,11 @@ def process_tags() -> dict[str, str]:
     }
 
 
-def _alive(pid: int, started: float) -> bool:
+def is_alive(pid: int, started: float, within: float = 1.0) -> bool:
+    """Whether process ``pid`` is the one that started at ``started`` (to ``within`` seconds): a pid that a
+    new process took since is not alive. Run tags keep the start to the second; a live handle, exactly."""
     try:
-        return abs(psutil.Process(pid).create_time() - started) < 1.0
+        return abs(psutil.Process(pid).create_time() - started) < within
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 
@@ -59,7 +61,7 @@ def why_orphaned(run: Run, orphan_timeout: float, now: float | None = None) -> s
         return None
     host, pid = tags[HOST], int(tags[PID])
     if host == socket.gethostname():
-        if _alive(pid, float(tags.get(PID_STARTED, "0"))):
+        if is_alive(pid, float(tags.get(PID_STARTED, "0"))):
             return None
         return f"process {pid} on {host} is gone (found by pid {psutil.Process().pid})"
     beat = float(tags.get(HEARTBEAT, "nan"))

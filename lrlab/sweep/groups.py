@@ -19,11 +19,10 @@ from typing import Any
 
 from mlflow.entities import Run
 
+from lrlab.core.engines.results import EPOCH_METRICS
 from lrlab.core.replicates import Spread, per_epoch, spread
 from lrlab.record.tracking import FAILED, FINISHED, GROUP_TAG, KILLED, Tracker
 from lrlab.sweep.names import group_name
-
-METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
 
 
 def plan_groups(jobs: list[list[str]], keys: list[str]) -> dict[str, int]:
@@ -78,7 +77,7 @@ class Group:
 
 
 def _finite(run: Run) -> bool:
-    return all(math.isfinite(run.data.metrics.get(m, math.nan)) for m in METRICS)
+    return all(math.isfinite(run.data.metrics.get(m, math.nan)) for m in EPOCH_METRICS)
 
 
 def start_groups(
@@ -119,7 +118,7 @@ def aggregate(group: Group) -> dict[int, dict[str, float]]:
         tracker.flush()
         return curves
     histories = {
-        metric: [_history(tracker, run, metric) for run in finished] for metric in METRICS
+        metric: [_history(tracker, run, metric) for run in finished] for metric in EPOCH_METRICS
     }  # metric -> seeds -> epochs
     steps = sorted(set.intersection(*(set(h) for runs in histories.values() for h in runs)))
     for metric, runs in histories.items():
@@ -130,7 +129,7 @@ def aggregate(group: Group) -> dict[int, dict[str, float]]:
                 at = spread([h[step] for h in runs])
                 curves[step] = {"mean": at.mean, "low": at.low, "high": at.high}
     once: dict[str, float] = {"n_replicates": len(finished), "n_diverged": len(group.diverged)}
-    for metric in METRICS:
+    for metric in EPOCH_METRICS:
         final = group.final(metric)
         if final.n > 1:
             once |= {f"{metric}_ci95_low": final.low, f"{metric}_ci95_high": final.high}

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lrlab.core.config import Config
+from lrlab.core.engines.results import EPOCH_METRICS
 from lrlab.core.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
 from lrlab.core.theory import Reference
 from lrlab.record.errors import JobFailed, StoreUnreachable
@@ -35,7 +36,6 @@ from lrlab.sweep.compose import to_config
 from lrlab.sweep.context import SweepContext
 from lrlab.sweep.names import job_run_name
 
-METRICS = ("train_loss", "w_error", "b_error", "excess_loss")
 SKIPPED = "SKIPPED"
 
 
@@ -207,7 +207,7 @@ class TrackedRun:
 
     def on_epoch(self, result: EpochResult) -> None:
         # printed only once stored: an epoch on the screen is an epoch in the record
-        metrics = {key: getattr(result, key) for key in METRICS}
+        metrics = {key: getattr(result, key) for key in EPOCH_METRICS}
         self.tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result, self.label))
 
     def on_reference(self, ref: Reference) -> None:
@@ -271,7 +271,7 @@ def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> No
         return
     from lrlab.sweep import report  # matplotlib: imported only by runs that draw
 
-    curves = {key: [(r.epoch, getattr(r, key)) for r in history] for key in METRICS}
+    curves = {key: [(r.epoch, getattr(r, key)) for r in history] for key in EPOCH_METRICS}
     figure = report.loss_curves(curves, f"lr={cfg.lr} batch_size={cfg.batch_size}")
     tracker.log_figure(figure, "loss_curves.png")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from lrlab.tools.benchmarks import batched, processes, record, speed
+from lrlab.tools.benchmarks import processes, record, speed, vectorized
 
 
 @dataclass
@@ -165,7 +165,7 @@ CUDA_HEADING = "## CUDA: the vectorized path's batched torch ops on a GPU"
 
 
 def batched_rows(device: str, quick: bool, repeats: int) -> list[Row]:
-    """K jobs as one batched group against one run, in this process (``benchmarks/batched.py``)."""
+    """K jobs as one batched group against one run, in this process (``benchmarks/vectorized.py``)."""
     engine = "compiled" if device == "cpu" else "autograd"
     size, counts = (2_000, (16,)) if quick else (100_000, (16, 256))
     batch_sizes = (10,) if quick or device == "cpu" else (10, 256)
@@ -173,7 +173,7 @@ def batched_rows(device: str, quick: bool, repeats: int) -> list[Row]:
     for batch_size in batch_sizes:
         case = f"jobs as one group, {engine} on {device}, batch {batch_size}"
         try:
-            out += [Row(*row) for row in batched.rows(device, engine, size, batch_size, counts, repeats)]
+            out += [Row(*row) for row in vectorized.rows(device, engine, size, batch_size, counts, repeats)]
         except Exception as error:  # report and go on
             out.append(Row(case, "", "one run", f"error: {_error_line(error)}"))
     return out

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO
 
 from lrlab.record.errors import FAILURE_EXIT, LrlabError, UsageError
+from lrlab.record.orphans import is_alive
 from lrlab.record.redact import redact_uri
 
 PG_BIN_ENV = "LRLAB_PG_BIN"  # a folder holding initdb, pg_ctl and postgres: the only place looked in when set
@@ -58,7 +59,7 @@ STOP_SECONDS = 30.0
 LEFTOVERS = "children.json"  # the processes a running lrlab.tools.server started: stopped by the next start if it died
 
 
-class Stopped(BaseException):
+class SignalledToStop(BaseException):
     """SIGINT or SIGTERM: stop what was started, then exit 0."""
 
 
@@ -69,7 +70,7 @@ class ServerFailed(LrlabError):
 def _on_signal(signum: int, frame: object) -> None:
     for each in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stopping short
         signal.signal(each, signal.SIG_IGN)
-    raise Stopped(signal.Signals(signum).name)
+    raise SignalledToStop(signal.Signals(signum).name)
 
 
 # ---------------------------------------------------------------------------------------------- finding things
@@ -194,15 +195,6 @@ def _last_line(path: Path) -> str:
         if lines:
             return lines[-1].strip()[:300]
     return "(no output)"
-
-
-def _alive(pid: int, started: float) -> bool:
-    import psutil
-
-    try:
-        return abs(psutil.Process(pid).create_time() - started) < 1e-3
-    except psutil.Error:
-        return False
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -432,7 +424,7 @@ def stop_leftovers(folder: Path) -> None:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         recorded = json.loads(path.read_text())
         pid, started = int(recorded["mlflow"][0]), float(recorded["mlflow"][1])
-        if _alive(pid, started):
+        if is_alive(pid, started, within=1e-3):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             _kill_group_rest(pid)
@@ -440,7 +432,7 @@ def stop_leftovers(folder: Path) -> None:
 
 
 def _wait(processes: dict[str, subprocess.Popen[bytes] | None], folder: Path) -> None:
-    """Until a signal (Stopped) or until one of the processes exits (ServerFailed)."""
+    """Until a signal (SignalledToStop) or until one of the processes exits (ServerFailed)."""
     while True:
         for name, process in processes.items():
             if process is not None and process.poll() is not None:
@@ -511,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers < 1:
             raise UsageError(f"--workers {args.workers}: at least 1")
         serve(args.dir, args.host, args.port, args.workers)
-    except Stopped:
+    except SignalledToStop:
         return 0
     except LrlabError as error:
         print(f"lrlab server: error: {error}", file=sys.stderr, flush=True)

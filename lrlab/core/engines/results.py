@@ -48,6 +48,9 @@ class EpochResult:
     excess_loss: float  # train_loss − the least-squares fit's loss on the same data
 
 
+EPOCH_METRICS = ("train_loss", "w_error", "b_error", "excess_loss")  # what every epoch records, by name
+
+
 @dataclass
 class TrainResult:
     history: list[EpochResult]

@@ -5,6 +5,6 @@
 - ``processes.py``: what a sweep costs (against a process that only imports and creates a store), what one
   more job costs, the vectorized launcher, and peak memory, each measured in fresh subprocesses.
 - ``memory.py``: the child process of the memory case (one run, then its peak resident memory).
-- ``server.py``: not part of ``make bench``: ``python -m lrlab.tools.benchmarks.server``, the runs per second one
+- ``server.py``: not part of ``make bench``: ``python -m lrlab.tools.benchmarks.server_load``, the runs per second one
   ``make server`` absorbs from 1, 4 and 16 clients (docs/scaling.md).
 """

@@ -1,5 +1,5 @@
-"""``python -m lrlab.tools.benchmarks.server``: how many runs per second one ``make server`` (MLflow over PostgreSQL)
-absorbs, with 1, 4 and 16 concurrent client processes, at ``--workers 1`` and ``--workers 4``.
+"""``python -m lrlab.tools.benchmarks.server_load``: how many runs per second one ``make server`` (MLflow
+over PostgreSQL) absorbs, with 1, 4 and 16 concurrent client processes, at ``--workers 1`` and ``--workers 4``.
 
 A run is what a batched client writes: ``create_run``, one ``log_batch`` of 10 params and 3 metrics x 10 epochs,
 ``set_terminated``. Each client process (forked, MLflow already imported) writes runs back to back for
@@ -179,7 +179,7 @@ def _row(cell: Cell, reference: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lrlab.tools.benchmarks.server", description=__doc__.splitlines()[0]
+        prog="python -m lrlab.tools.benchmarks.server_load", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="the window each cell writes for (default 8)")
     parser.add_argument("--clients", default="1,4,16", help="client process counts (default 1,4,16)")

@@ -3,7 +3,7 @@ against one run of the same size on the same device, with no MLflow and no CLI (
 process cases' in ``processes.py``).
 
 ``make bench`` runs it on the CPU (``engine=compiled``, the kernel over each member in turn). On a machine
-with CUDA, ``python -m lrlab.tools.benchmarks.batched --device cuda`` gives the cuda rows: ``engine=autograd``'s
+with CUDA, ``python -m lrlab.tools.benchmarks.vectorized --device cuda`` gives the cuda rows: ``engine=autograd``'s
 batched torch ops, the K models' parameters as the columns of one tensor on the GPU. The 16 jobs are 16
 learning rates; the 256 are those 16 times 16 init seeds, with the data and its order shared
 (``data_seed=0 shuffle_seed=0``), so that all of them are one group. Each figure is the median of
@@ -89,7 +89,7 @@ def rows(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lrlab.tools.benchmarks.batched", description=__doc__.splitlines()[0]
+        prog="python -m lrlab.tools.benchmarks.vectorized", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--engine", help="default: compiled on the CPU, autograd elsewhere")
