@@ -237,7 +237,8 @@ class Config:
     # orphan; runs of this host are ended as soon as their process is gone (see lrlab/record/orphans.py).
     orphan_timeout: float = 900.0
     # true: each run also logs loss_curves.png. Off by default: the MLflow UI draws the same curves from
-    # the metric histories, and the figure costs a run about 2 s (matplotlib). A sweep draws comparison.png.
+    # the metric histories, and drawing the figure (matplotlib) costs a small run most of its time. A sweep
+    # draws comparison.png.
     plot_curves: bool = False
     # torch's intra-op threads for the run. How many decides how torch splits a sum, so every run of a config
     # uses the same number, whatever process or launcher runs it (a joblib worker would have one).

@@ -123,7 +123,7 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     return dict(_environment_tags(device))  # a copy: callers add to it
 
 
-@functools.cache  # read once per process and device (about 5 ms: package metadata)
+@functools.cache  # read once per process and device (package metadata)
 def _environment_tags(device: torch.device) -> dict[str, str]:
     import torch
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # MLflow is imported where it is used: checking a SQLite URI or a scheme (the CLI's refusals) needs none.
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-LOCK_SECONDS = 120.0  # creating a store takes about 1.3 s; a lock held this long is not a store being made
+LOCK_SECONDS = 120.0  # far longer than creating a store takes: a lock held this long is not a store being made
 DATABASES = ("postgresql", "mysql", "mssql")
 # SQLAlchemy's name of a driver -> (its module, its pip package). SQLAlchemy 2.1 reads a bare postgresql:// with
 # psycopg (3); lrlab installs psycopg2 (make server's store), which postgresql+psycopg2:// names.

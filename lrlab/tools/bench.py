@@ -4,7 +4,7 @@ Every figure is a ratio against a reference measured in the same run, on this ma
 §3.2/§3.3 loops (``lrlab/tools/benchmarks/seed.py``) for speed, a process that only imports and creates a store
 for a sweep, one run for the vectorized launcher, a seed-sized run for memory. A case that fails prints
 its error in its row and the others go on; nothing here fails on a number. The tables, with the machine
-they ran on, go to ``BENCHMARKS.md`` (``--output``). Targets are issue 11's, reported, never asserted.
+they ran on, go to ``BENCHMARKS.md`` (``--output``). Targets are reported, never asserted.
 ``--quick`` shrinks every case to seconds (a smoke test; its numbers mean little). Untracked: the sweeps
 write to temporary stores that are deleted.
 """
@@ -34,7 +34,7 @@ class Row:
     measured: str  # what lrlab did
     reference: str  # what it is compared with, measured in this run
     ratio: str  # measured / reference (or the error)
-    target: str = ""  # issue 11's, where it sets one
+    target: str = ""  # the target, where one is set
     verdict: str = ""  # "met", "not met", or empty
 
 
@@ -198,7 +198,7 @@ def process_rows(quick: bool, repeats: int) -> list[Row]:
         ("256 jobs, launcher=vectorized", lambda: _vectorized(repeats, 256, 100_000)),
         ("peak memory", lambda: _memory(10**7)),
     ]
-    if quick:  # a smoke test: each of these costs CLI processes (about 5 s of CPU each)
+    if quick:  # a smoke test: each of these costs CLI processes
         return [Row(name, "", "", QUICK_SKIP) for name, _ in cases]
     return [_guarded(name, "", measure) for name, measure in cases]
 
@@ -207,7 +207,7 @@ FLOOR_HEADING = "## What one more job cannot avoid (in one process: its record, 
 
 
 def floor_rows(quick: bool, repeats: int) -> list[Row]:
-    """A job's MLflow record and a seed-sized job's training, each against the per-job budgets of issue 11's
+    """A job's MLflow record and a seed-sized job's training, each against the per-job budgets
     targets (``benchmarks/record.py``): one more job at most 100 ms; 256 jobs in 3x one run."""
     budget = "one more job's target: 100 ms"
     try:
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Written by `{command}` ({how}).",
         "Every ratio is against a reference measured in the same run on the same machine; only ratios mean",
-        "anything across machines. Targets are issue 11's. How each figure is taken: `lrlab/tools/bench.py` and",
+        "anything across machines. How each figure is taken: `lrlab/tools/bench.py` and",
         "`lrlab/tools/benchmarks/`.",
         "",
         "## Machine",

@@ -1,4 +1,4 @@
-"""The Python API in a fresh process gives the CLI's record; a wheel runs from any folder (issue 10)."""
+"""The Python API in a fresh process gives the CLI's record; a wheel runs from any folder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sweeps on Ray and submitit (issue 13): the real CLI, a real Ray on 127.0.0.1, submitit's local executor and
+"""Sweeps on Ray and submitit: the real CLI, a real Ray on 127.0.0.1, submitit's local executor and
 ``make server``'s MLflow server over PostgreSQL (tests/conftest.py). Every job attaches to the sweep's parent;
 a worker killed mid-job leaves no RUNNING run, the other jobs finish, and the same command with ``rerun=false``
 runs only the lost job.
@@ -163,7 +163,7 @@ def test_a_submitit_local_sweep_attaches_every_job_to_its_parent(
     assert_every_job_recorded(tracking_server.uri, jobs, epochs=2)
 
 
-@pytest.mark.soak_only  # make soak: two sweeps and a worker restart (about 35 s of CPU); issue 13 asks it to pass
+@pytest.mark.soak_only  # make soak: two sweeps and a worker restart
 def test_a_killed_ray_worker_ends_its_run_and_rerun_completes_only_it(
     tmp_path: Path, tracking_server: LrlabServer, ray_address: str
 ) -> None:

@@ -1,4 +1,4 @@
-"""The record says what ran (issue 9): the real CLI against a real store, read back key by key."""
+"""The record says what ran: the real CLI against a real store, read back key by key."""
 
 from __future__ import annotations
 

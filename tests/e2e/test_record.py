@@ -1,4 +1,4 @@
-"""Nothing lost, nothing left RUNNING: parallel, interrupted, crashed and cut-off sweeps (issue 8).
+"""Nothing lost, nothing left RUNNING: parallel, interrupted, crashed and cut-off sweeps.
 
 Every test ends by reading the real store: no run is RUNNING, and every epoch printed is stored.
 Cases marked ``soak`` repeat ``LRLAB_SOAK`` times under ``make soak`` (once in ``make test``).

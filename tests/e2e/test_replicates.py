@@ -1,4 +1,4 @@
-"""Seeds as replicates (issue 12): group runs, their statistics, the summary by group, and lrlab.compare."""
+"""Seeds as replicates: group runs, their statistics, the summary by group, and lrlab.compare."""
 
 from __future__ import annotations
 

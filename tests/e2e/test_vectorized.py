@@ -1,8 +1,8 @@
-"""launcher=vectorized (issue 11): the same sweep through the basic launcher and the vectorized one gives the
+"""launcher=vectorized: the same sweep through the basic launcher and the vectorized one gives the
 same record, run for run; what it cannot train as the basic launcher would is refused before any run exists.
 
 Tolerance: every metric history of every run (jobs, group runs, parent) agrees within RELATIVE = 1e-6 of the
-basic launcher's, the issue's bound. On the CPU the vectorized launcher repeats torch's arithmetic operation
+basic launcher's, the bound it was built to. On the CPU the vectorized launcher repeats torch's arithmetic operation
 by operation (lrlab/core/batched.py), so what was seen is equality (a difference of 0).
 """
 

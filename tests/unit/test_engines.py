@@ -1,4 +1,4 @@
-"""The compiled engine against the autograd engine: same order, same numbers, same outcomes (issue 11).
+"""The compiled engine against the autograd engine: same order, same numbers, same outcomes.
 
 Every test runs both engines on the real pipeline (steps 1-7) and compares what ``on_epoch`` received.
 The first compiled test in a process loads numba's cache of the kernel (or compiles it, a few seconds).

@@ -1,4 +1,4 @@
-"""What is logged is what ran (issue 9): the command line beats a study, identity comes from the computation,
+"""What is logged is what ran: the command line beats a study, identity comes from the computation,
 unknown keys and disagreeing names are refused. Real Hydra composition, no store."""
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ round-off: about twice as fast at d = 100. That order follows the CPU's vector w
 same numbers on every run on one machine, not bit for bit on another CPU model (where MKL's own order
 differs too). On data too large for
 the caches, each step prefetches the row ``PREFETCH_AHEAD`` examples on, whose index the epoch's order
-already holds: reading shuffled rows waits on memory, and this hides the wait (about 2x at n = 10^6,
-d = 2, batch 10 or 256; 1.2x at n = 10^5, d = 100). It changes no value.
+already holds: reading shuffled rows waits on memory, and this hides the wait (see BENCHMARKS.md).
+It changes no value.
 
 The evaluation at the end of an epoch runs in a kernel too (``evaluation``). Where it can repeat torch's
 arithmetic (``_evaluate``: at most ``EVAL_MAX_EXAMPLES`` examples, which torch sums in one thread in

@@ -9,7 +9,7 @@ folder. No Hydra: a job's composition and output folder come on top of this in a
 
 The training is a seed-sized job's steps 1-7 with ``engine=autograd`` (the seed's loop, the default, three
 epochs; the data and its closed-form references included), timed alone. Together the two are a floor under
-the issue's "one more job" of the default engine, and the record alone, times 256, a floor under the
+the "one more job" of the default engine, and the record alone, times 256, a floor under the
 256-job vectorized sweep.
 """
 

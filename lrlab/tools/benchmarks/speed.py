@@ -35,7 +35,7 @@ class SpeedCase:
     name: str
     reference: str  # "scratch" (§3.2) or "concise" (§3.3): the seed loop it is measured against
     overrides: tuple[str, ...]  # lrlab's config (the seed loop gets its data, batch_size, lr)
-    target: float | None = None  # compiled / reference at least this (issue 11), if the issue sets one
+    target: float | None = None  # compiled / reference at least this, where a target is set
 
 
 def cases(quick: bool) -> list[SpeedCase]:
