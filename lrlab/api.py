@@ -10,13 +10,18 @@ tracked.run_id, tracked.status, tracked.result.history[-1].train_loss
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobRuntime
+from hydra.version import VersionBase
 from omegaconf import DictConfig, open_dict
 
 from lrlab.core.config import Config, ConfigError
@@ -30,18 +35,50 @@ if TYPE_CHECKING:
     from lrlab.sweep.job import JobResult
 
 _COMPOSED = "_lrlab_composed"  # the Hydra composition behind a Config from compose(), which run() records
+# Hydra's state, the environment and signal handlers belong to the process: one thread at a time changes them.
+_HYDRA_LOCK = threading.Lock()  # compose(): GlobalHydra, Hydra's version base and job name
+_TRACK_LOCK = threading.Lock()  # track(): HydraConfig, MLflow's HTTP settings, the stop handling
+_ENV_PREFIXES = ("MLFLOW_HTTP_REQUEST_", "LRLAB_")  # what a tracked run may set in the environment
+
+
+@contextmanager
+def _lrlab_hydra() -> Iterator[None]:
+    """lrlab's own Hydra app for a block; the caller's (a notebook's app, or none) is back after it."""
+    with _HYDRA_LOCK:
+        global_hydra, version, runtime = GlobalHydra.instance(), VersionBase.instance(), JobRuntime.instance()
+        app, base, job = global_hydra.hydra, version.getbase(), runtime.conf
+        global_hydra.clear()
+        runtime.conf = copy.deepcopy(job)
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="lrlab"):
+                yield
+        finally:
+            GlobalHydra.set_instance(global_hydra)  # initialize_config_dir puts back a copy
+            global_hydra.hydra, version.version_base, runtime.conf = app, base, job
+
+
+@contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """HydraConfig and the environment variables a tracked run sets are as they were after the block."""
+    saved_config = HydraConfig.instance().cfg
+    saved_env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = saved_config
+        for key in [k for k in os.environ if k.startswith(_ENV_PREFIXES) and k not in saved_env]:
+            del os.environ[key]
+        os.environ.update(saved_env)
 
 
 def compose(*overrides: str) -> Config:
     """Compose ``conf/config.yaml`` with command-line style overrides (``"lr=0.1"``, ``"model=linear"``) and
-    validate it exactly as the CLI does. Bad input raises ``ConfigError`` with the CLI's one-line message."""
+    validate it exactly as the CLI does. Bad input raises ``ConfigError`` with the CLI's one-line message.
+
+    Safe from several threads and inside a notebook's own Hydra app, which it leaves as it was."""
     register_configs()
-    fresh = not GlobalHydra.instance().is_initialized()
     try:
-        if fresh:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="lrlab"):
-                dcfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-        else:  # inside a Hydra app already
+        with _lrlab_hydra():
             dcfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
         cfg = to_config(dcfg, dict(dcfg.hydra.runtime.choices))
     except Exception as error:
@@ -72,6 +109,10 @@ def track(cfg: Config, tracking_uri: str | None = None, experiment_name: str | N
     ``tracking_uri`` and ``experiment_name`` override the config's (default: $MLFLOW_TRACKING_URI, else
     ./mlflow.db, and ``lrlab``). Returns the run's id, status and ``TrainResult``. Ctrl-C during the run ends
     it KILLED and raises ``KeyboardInterrupt``; a job that crashes raises ``JobFailed``.
+
+    HydraConfig, the environment and the signal handlers are as they were afterwards. From a thread other
+    than the main one no signal handler is installed (Ctrl-C stays the main thread's); tracked runs from
+    several threads run one at a time.
     """
     from lrlab.sweep.job import run_job  # MLflow: only a tracked run needs it
 
@@ -84,8 +125,9 @@ def track(cfg: Config, tracking_uri: str | None = None, experiment_name: str | N
             dcfg.experiment_name = experiment_name
             dcfg.hydra.overrides.task.append(f"experiment_name={experiment_name}")
     to_config(dcfg, dict(dcfg.hydra.runtime.choices))
-    bound_http_retries()
-    check_store(resolve_tracking_uri(dcfg.tracking_uri))
-    HydraConfig.instance().set_config(dcfg)
-    with interrupt.handling():
-        return run_job(job_config(dcfg))
+    with _TRACK_LOCK, _process_state_kept():
+        bound_http_retries()
+        check_store(resolve_tracking_uri(dcfg.tracking_uri))
+        HydraConfig.instance().set_config(dcfg)
+        with interrupt.handling():  # a no-op outside the main thread
+            return run_job(job_config(dcfg))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -57,15 +58,21 @@ def install(worker: bool = False) -> None:
 
     A worker ignores SIGINT, which the terminal sends to the whole process group: its main process
     forwards the stop as SIGTERM, so every worker hears about it once.
+
+    Outside the main thread (Python allows handlers only there) it does nothing: signals stay the main thread's.
     """
     global _installed_pid, _worker, _stop
-    if _installed_pid == os.getpid():
+    if _installed_pid == os.getpid() or not _in_main_thread():
         return
     _installed_pid, _worker = os.getpid(), worker
     if worker and os.environ.get(STOP_ENV):
         _stop = os.environ[STOP_ENV]
     signal.signal(signal.SIGTERM, _handle)
     signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _handle)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def is_worker() -> bool:
@@ -80,8 +87,12 @@ def is_installed_here() -> bool:
 @contextmanager
 def handling() -> Iterator[None]:
     """Handle Ctrl-C and SIGTERM as stop requests for a block (the Python API's runs), then restore the
-    handlers that were there (a notebook's, a REPL's) and forget the request."""
+    handlers that were there (a notebook's, a REPL's) and forget the request. Outside the main thread it
+    does nothing (see ``install``)."""
     global _stop, _installed_pid, _worker
+    if not _in_main_thread():
+        yield
+        return
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), _installed_pid, _worker
     _stop, _installed_pid = None, None
     install()
