@@ -89,6 +89,21 @@ def main() -> None:
     interrupt.install()
     bound_http_retries()
     try:
+        _main()
+    except KeyboardInterrupt:  # a second signal before the first one's ending took hold: end it now
+        with interrupt.deferred():
+            _end_sweep_after("KILLED")
+            print(INTERRUPTED, file=sys.stderr)
+        interrupt.exiting()
+        sys.exit(130)
+
+
+INTERRUPTED = "lrlab: interrupted: the running run and its sweep end KILLED (every epoch printed is stored)"
+
+
+def _main() -> None:
+    """Run Hydra's app; on any way out, end the sweep (if one started) with signals held, then say why."""
+    try:
         try:
             _refuse_before_hydra(sys.argv[1:])
             sys.argv[1:] = expand_replicates(sys.argv[1:])
@@ -96,34 +111,43 @@ def main() -> None:
         except Abort as abort:  # raised by the callback, see errors.Abort
             raise abort.error from abort.error.__cause__
     except StoreUnreachable as down:
-        _end_sweep_after("FAILED", store_down=True)
-        print(f"lrlab: error: {down}", file=sys.stderr)
+        with interrupt.deferred():
+            _end_sweep_after("FAILED", store_down=True)
+            print(f"lrlab: error: {down}", file=sys.stderr)
+        interrupt.exiting()
         sys.exit(down.exit_code)
     except KeyboardInterrupt:
-        _end_sweep_after("KILLED")
-        print(
-            "lrlab: interrupted: the running run and its sweep end KILLED (every epoch printed is stored)",
-            file=sys.stderr,
-        )
+        with interrupt.deferred():
+            _end_sweep_after("KILLED")
+            print(INTERRUPTED, file=sys.stderr)
+        interrupt.exiting()
         sys.exit(130)
     except Exception as error:
-        if interrupt.stop_requested():  # a stop that reached a worker before its handler: still a stop
-            _end_sweep_after("KILLED")
-            print("lrlab: interrupted: the running run and its sweep end KILLED", file=sys.stderr)
-            sys.exit(130)
-        uri = _tracking_uri(sys.argv[1:])
-        gone = not isinstance(error, LrlabError) and is_server(uri) and not server_answers(uri)
-        if gone:  # whatever a launcher made of it (a refused URI is a LrlabError, reported as it is)
-            _end_sweep_after("FAILED", store_down=True)
-            print(f"lrlab: error: {StoreUnreachable.about(redact_uri(uri))}", file=sys.stderr)
-            sys.exit(StoreUnreachable.exit_code)
-        _end_sweep_after("FAILED")
-        reported = user_error_line(error)
-        if reported is None:
-            raise
-        line, exit_code = reported
-        print(f"lrlab: error: {redact(line)}", file=sys.stderr)
+        with interrupt.deferred():
+            exit_code = _fail(error)
+        interrupt.exiting()
         sys.exit(exit_code)
+
+
+def _fail(error: Exception) -> int:
+    """End the sweep cut short by ``error`` and print why; the exit code."""
+    if interrupt.stop_requested():  # a stop that reached a worker before its handler: still a stop
+        _end_sweep_after("KILLED")
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    uri = _tracking_uri(sys.argv[1:])
+    gone = not isinstance(error, LrlabError) and is_server(uri) and not server_answers(uri)
+    if gone:  # whatever a launcher made of it (a refused URI is a LrlabError, reported as it is)
+        _end_sweep_after("FAILED", store_down=True)
+        print(f"lrlab: error: {StoreUnreachable.about(redact_uri(uri))}", file=sys.stderr)
+        return StoreUnreachable.exit_code
+    _end_sweep_after("FAILED")
+    reported = user_error_line(error)
+    if reported is None:
+        raise error
+    line, exit_code = reported
+    print(f"lrlab: error: {redact(line)}", file=sys.stderr)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -162,7 +162,6 @@ class LrlabCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep, self.sweep = self.sweep, None
-        context.clear()  # no longer in progress: main has nothing left to end
         try:
             scrub_hydra_files(_sweep_dir(config))  # jobs that ran on other machines scrubbed only there
             if sweep is not None:
@@ -272,16 +271,18 @@ def end_sweep(sweep: _Sweep) -> None:
         failed = summarise(sweep.parent, sweep.keys, sweep.planned, sweep.groups)
         final = FAILED if failed else FINISHED
     finally:
-        if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted
-            final = KILLED
-        try:
-            _end_running_children(sweep.parent)
-        finally:
+        with interrupt.deferred():  # a second Ctrl-C cuts the summary short, not this
+            if interrupt.stop_requested():  # asked before or during the summary: the sweep was interrupted
+                final = KILLED
             try:
-                for group in sweep.groups.values():  # those the summary did not end: as the sweep ends
-                    group.end(final)
+                _end_running_children(sweep.parent)
             finally:
-                sweep.parent.end(final)
+                try:
+                    for group in sweep.groups.values():  # those the summary did not end: as the sweep ends
+                        group.end(final)
+                finally:
+                    sweep.parent.end(final)
+                    context.clear()  # ended: main has nothing left to end
     if interrupt.stop_requested():
         raise KeyboardInterrupt(interrupt.stop_requested())
     if failed:
@@ -306,8 +307,8 @@ def end_cut_short(status: str, store_down: bool = False) -> None:
     KILLED, its groups and its parent ``status``. Everything it needs is in the sweep's context. A store that
     is gone cannot be written: its RUNNING runs are ended KILLED as orphans by the next start against it."""
     cut = context.current()
-    context.clear()
     if cut is None or store_down:
+        context.clear()
         return
     from lrlab.record.store import open_client
 
@@ -321,3 +322,4 @@ def end_cut_short(status: str, store_down: bool = False) -> None:
                     client.set_terminated(run_id, status=status)
         finally:
             client.set_terminated(cut.parent_run_id, status=status)
+            context.clear()  # ended: a later call has nothing left to do

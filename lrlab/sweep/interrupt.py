@@ -28,6 +28,8 @@ _stop: str | None = None  # why a stop was asked for, e.g. "SIGINT"
 STOP_ENV = "LRLAB_STOP_REQUESTED"
 _installed_pid: int | None = None
 _worker = False
+_held = 0  # > 0 inside ``deferred()``: a second signal is recorded, not raised
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each a stop request; a hangup as a SIGTERM
 
 
 def stop_requested() -> str | None:
@@ -48,16 +50,47 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     forced = _stop is not None
     _stop = _stop or name
     os.environ[STOP_ENV] = _stop
+    if signum == signal.SIGHUP:  # the terminal is gone: a print to it would fail, so nothing more is printed
+        _detach_terminal()
     _forward(signum)
-    if forced:
+    if forced and not _held:
         raise KeyboardInterrupt(f"{name} again: forced")
 
 
-def install(worker: bool = False) -> None:
-    """Handle SIGINT and SIGTERM in this process (once per process).
+def _detach_terminal() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+    os.close(devnull)
 
-    A worker ignores SIGINT, which the terminal sends to the whole process group: its main process
-    forwards the stop as SIGTERM, so every worker hears about it once.
+
+def exiting() -> None:
+    """The process is on its way out, its runs ended: a late Ctrl-C must not turn the exit into a traceback
+    or a death by signal (Python puts the default handlers back while it shuts down, but not ignored ones)."""
+    if _in_main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold forced stops for a block: the code that sets the runs' final statuses runs to its end however
+    many signals come. It only writes to the store, so the store's own timeouts bound how long it takes."""
+    global _held
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+
+
+def install(worker: bool = False) -> None:
+    """Handle SIGINT, SIGTERM and SIGHUP in this process (once per process).
+
+    A worker ignores SIGINT and SIGHUP, which the terminal sends to the whole process group: its main
+    process forwards the stop as SIGTERM, so every worker hears about it once.
 
     Outside the main thread (Python allows handlers only there) it does nothing: signals stay the main thread's.
     """
@@ -68,7 +101,8 @@ def install(worker: bool = False) -> None:
     if worker and os.environ.get(STOP_ENV):
         _stop = os.environ[STOP_ENV]
     signal.signal(signal.SIGTERM, _handle)
-    signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _handle)
+    for terminal in (signal.SIGINT, signal.SIGHUP):  # the terminal's signals reach workers from the main process
+        signal.signal(terminal, signal.SIG_IGN if worker else _handle)
 
 
 def _in_main_thread() -> bool:
@@ -93,13 +127,14 @@ def handling() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
-    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), _installed_pid, _worker
+    handlers = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    saved = _installed_pid, _worker
     _stop, _installed_pid = None, None
     install()
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, saved[0])
-        signal.signal(signal.SIGTERM, saved[1])
-        _stop, _installed_pid, _worker = None, saved[2], saved[3]
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        _stop, (_installed_pid, _worker) = None, saved
         os.environ.pop(STOP_ENV, None)
