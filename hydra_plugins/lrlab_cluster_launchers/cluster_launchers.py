@@ -1,16 +1,7 @@
-"""The Hydra side of ``launcher=ray``, ``launcher=slurm`` and ``launcher=submitit_local``: the Ray and submitit
-launchers of Hydra's plugins, with what lrlab needs of a launcher whose jobs may run on other machines
-(``lrlab/sweep/launchers/cluster.py``):
-
-- the sweep's environment for its jobs (parent run, sweep keys, group runs, the tracking URI and MLflow's
-  settings) travels inside each pickled job and is set in the job's process before it runs: a Ray worker
-  started by an existing cluster's raylet, or a Slurm node, does not inherit the sweep's environment;
-- the launcher waits for every job before it reports one that was lost (its worker died): the plugins raise
-  at the first lost job while the others still run, and the sweep would then end their runs under them.
-
-Hydra instantiates launchers only from the ``hydra_plugins`` package, hence this shim. Hydra imports it for
-every command: it imports neither Ray nor submitit nor lrlab until a sweep launches.
-"""
+"""The Hydra side of ``launcher=ray``, ``slurm`` and ``submitit_local``: Hydra's Ray and submitit launchers, with what
+lrlab adds in ``lrlab/sweep/launchers/cluster.py``. Hydra instantiates launchers only from the ``hydra_plugins``
+package, hence this shim. Hydra imports it for every command: it imports neither Ray nor submitit nor lrlab until a
+sweep launches."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""The Hydra side of ``hydra/sweeper=lrlab``, lrlab's default sweeper: Hydra's basic sweeper, whose jobs are
-composed once (``lrlab.sweep.jobloader.JobLoader``).
-
-Hydra's basic sweeper composes every job to check it before launching, and its launcher composes each job
-again. This sweeper checks nothing more (lrlab's sweep callback has validated every job) and hands the
-launcher a loader that composes once per set of jobs that differ only in plain values. It expands and orders
-the jobs exactly as the basic sweeper does. Hydra imports this module at every start: it imports nothing of
-lrlab until a sweep starts.
-"""
+"""The Hydra side of ``hydra/sweeper=lrlab`` (docs/sweeps.md#each-job-composed-once): Hydra's basic sweeper, the same
+jobs in the same order, whose launcher gets a ``JobLoader`` that composes each set of jobs once. Hydra imports this
+module at every start: it imports nothing of lrlab until a sweep starts."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """The Hydra side of ``launcher=vectorized``: a thin ``Launcher`` that hands the jobs to ``lrlab.sweep.launchers``.
 
-Hydra 1.3 instantiates a launcher only from the ``hydra_plugins`` namespace package (``Plugins._instantiate``
-refuses any other ``_target_``: "Invalid plugin ... not the hydra_plugins package"), so this class lives
-here, as the joblib launcher's does. Hydra imports every module of ``hydra_plugins`` when it starts, for
-every command: this one imports nothing of lrlab, torch or MLflow until a sweep launches.
-"""
+It lives here because Hydra 1.3 instantiates a launcher only from the ``hydra_plugins`` package. Hydra imports it
+for every command: it imports nothing of lrlab, torch or MLflow until a sweep launches."""
 
 from __future__ import annotations
 

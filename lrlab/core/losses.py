@@ -1,9 +1,5 @@
-"""Step 5 (定义损失函数): per-example losses of shape (B, 1).
-
-``squared`` is the seed's §3.2 loss ½(ŷ−y)²; ``mse`` is §3.3's ``nn.MSELoss`` element-wise, (ŷ−y)², with
-no ½. Under ``mse`` every gradient is twice as large, so the same ``lr`` is a step twice as large.
-The optimiser decides how a minibatch's per-example losses are reduced (see ``optim.py``).
-"""
+"""Step 5 (定义损失函数): per-example losses of shape (B, 1): the seed's ``squared`` ½(ŷ−y)², and §3.3's ``mse``
+(ŷ−y)² with no ½, so twice the gradient (docs/configuration.md#gradient-scale). The optimiser reduces them."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Step 3 (初始化模型参数) and step 4 (定义模型): the initial parameters and the two models.
-
-Both models compute ŷ = X @ w + b and start from the same draw w ~ N(0, init_std²) of shape (d, 1),
-b = 0, so that ``scratch`` and ``linear`` are comparable run for run. Math only: no logging.
-"""
+"""Step 3 (初始化模型参数) and step 4 (定义模型): the initial parameters and the two models, ŷ = X @ w + b. Both start
+from the same draw, w ~ N(0, init_std²), b = 0, so that ``scratch`` and ``linear`` are comparable run for run."""
 
 from __future__ import annotations
 
@@ -20,8 +17,7 @@ class ScratchLinReg(nn.Module):
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
         super().__init__()
-        # nn.Parameter is a leaf tensor with requires_grad=True, like the seed's w and b; registering
-        # them lets .parameters() and .to(device) see them.
+        # Leaf tensors with requires_grad=True, like the seed's w and b, that .parameters() and .to(device) see.
         self.w = nn.Parameter(w.clone())  # (d, 1)
         self.b = nn.Parameter(b.clone())  # (1,)
 

@@ -1,12 +1,6 @@
-"""Step 6 (定义优化算法): how one minibatch's per-example losses update the parameters.
-
-Both update rules take the (B, 1) per-example losses of one minibatch:
-- ``ScratchSGD`` is the seed's §3.2 loop body: ``l.sum().backward()`` then the hand-written ``sgd``, which
-  divides by the minibatch size under ``torch.no_grad()`` and zeroes the gradients;
-- ``TorchUpdate`` wraps a ``torch.optim`` optimiser as §3.3 does: ``zero_grad``, ``mean().backward()``,
-  ``step``.
-Both therefore step along the gradient of the minibatch *mean* loss: the same ``lr`` means the same step.
-"""
+"""Step 6 (定义优化算法): how one minibatch's (B, 1) per-example losses update the parameters. ``ScratchSGD`` is the
+seed's §3.2 loop body (sum, backward, ``sgd``), ``TorchUpdate`` §3.3's (``zero_grad``, mean, backward, ``step``):
+both step along the gradient of the minibatch *mean* loss, so the same ``lr`` means the same step."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Seeds as replicates: the statistics of one configuration run under several seeds. No MLflow here.
-
-- Per epoch: the mean and the sample standard deviation (ddof=1) of each metric across the seeds.
-- Final metrics: a 95% **t interval** for the mean, mean ± t(0.975, n−1)·s/√n. It assumes the seeds'
-  final values are roughly normal; with n = 5 it is wide, as it should be.
-- A slope through group means (the sample-size study): a **bootstrap** interval. Each resample draws, within
-  every group, as many seeds as it has, with replacement, and refits the log-log line through the resampled
-  means; the interval is the 2.5 and 97.5 percentiles. Seeded, so the same runs give the same interval.
-"""
+"""Seeds as replicates: the statistics of one configuration run under several seeds
+(docs/sweeps.md#seeds-as-replicates). No MLflow here."""
 
 from __future__ import annotations
 
@@ -41,7 +34,8 @@ class Spread:
 
 
 def spread(values: Sequence[float]) -> Spread:
-    """The t interval of the mean of ``values``."""
+    """The 95% t interval of the mean of ``values``, mean ± t(0.975, n−1)·s/√n. It assumes roughly normal values;
+    with few seeds it is wide, as it should be."""
     n = len(values)
     if n == 0:
         return Spread(0, math.nan, math.nan, math.nan, math.nan)
@@ -49,7 +43,7 @@ def spread(values: Sequence[float]) -> Spread:
     if n == 1:
         return Spread(1, mean, math.nan, math.nan, math.nan)
     std = float(np.std(values, ddof=1))
-    from scipy.special import stdtrit  # the t quantile, imported by the sweeps over seeds that use it (60 ms)
+    from scipy.special import stdtrit  # the t quantile; scipy is slow to import, so only here
 
     half = float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * std / math.sqrt(n)
     return Spread(n, mean, std, mean - half, mean + half)
@@ -69,7 +63,8 @@ def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def slope_interval(xs: Sequence[float], groups: Sequence[Sequence[float]]) -> tuple[float, float, float]:
-    """The log-log slope through the group means and its bootstrap 95% interval (see the module docstring)."""
+    """The log-log slope through the group means and its bootstrap 95% interval: each (seeded) resample draws, within
+    every group, as many seeds as it has, with replacement, and refits the line through the resampled means."""
     slope = fit_slope(xs, [float(np.mean(g)) for g in groups])
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     means = np.stack(  # (resamples, groups): each group's seeds drawn again, with replacement

@@ -1,15 +1,5 @@
-"""Runs whose process is gone: found and ended KILLED, so nothing stays RUNNING forever.
-
-Every run records where it runs: ``lrlab.host``, ``lrlab.pid`` and ``lrlab.pid_started`` (the process's
-start time, since pids get reused), and a ``lrlab.heartbeat`` (unix time) that its tracker refreshes
-every ``HEARTBEAT_SECONDS`` while the process lives.
-
-When lrlab starts work in an experiment it ends, with the tag ``lrlab.orphaned`` saying why:
-- a RUNNING run of this host whose process (pid and start time) is gone: certain, whatever killed it;
-- a RUNNING run of another host whose heartbeat is older than ``orphan_timeout``: a judgement, since a
-  host cut off from the tracker for that long looks the same (its run then ends KILLED and later writes
-  to it fail). Runs without these tags (not lrlab's, or older lrlab) are left alone.
-"""
+"""Runs whose process is gone, found and ended KILLED (docs/reliability.md#orphans): certain for a run of this host
+(its pid and that process's start time, since pids get reused), a judgement from a stale heartbeat for another's."""
 
 from __future__ import annotations
 

@@ -61,11 +61,8 @@ def config_yaml(dcfg: DictConfig) -> str:
 
 
 def config_hash(cfg: Config) -> str:
-    """The identity of a computation: the typed, resolved config that determines the numbers.
-
-    Option names, where the run is recorded and how it is launched are not part of it; ``device=auto``
-    counts as the device it resolved to (see ``Config.identity``).
-    """
+    """The identity of a computation (docs/record.md#identity): the typed, resolved config that determines the
+    numbers, as ``Config.identity`` gives it."""
     return hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,11 +1,6 @@
-"""What a job must know of its sweep: one typed object, made once when the sweep starts, passed to each job.
-
-The sweep's callback makes it after it has resolved the store (an absolute URI, whatever folder a job runs
-in), the experiment and the parent run. A launcher that runs jobs in this process passes it on as it is;
-worker processes (joblib, Ray, Slurm) get it from one environment variable, ``LRLAB_SWEEP``, because the
-environment is the only channel that every launcher passes on to its workers. It is written and read here,
-nowhere else.
-"""
+"""What a job must know of its sweep: one typed object, made once by the sweep's callback (the store as an absolute
+URI, the experiment, the parent run) and passed to each job. Worker processes get it from ``LRLAB_SWEEP``: the
+environment is the only channel every launcher passes on to its workers. It is written and read here, nowhere else."""
 
 from __future__ import annotations
 

@@ -1,17 +1,7 @@
-"""Each job of a sweep composed once: Hydra's config loader, composing once per set of jobs that differ
-only in plain values.
-
-Hydra's basic sweeper composes every job to check it, then its launcher composes it again to run it, and
-lrlab's sweep callback composes it to validate it. With ``JobLoader``, the jobs that choose the same options
-and set the same keys (``lr=0.01`` and ``lr=0.03``) share one compose: each other job is a copy of it with its
-own values set, as Hydra sets them (``OmegaConf.update(..., merge=True)`` on the struct config), with its own
-``hydra.overrides.task`` and ``hydra.job.override_dirname``. A value Hydra would reject takes Hydra's own
-compose, so it is refused in Hydra's words. ``tests/unit/test_identity.py`` checks that both ways give equal
-configs.
-
-The sweep's callback validates every job through one loader; lrlab's sweeper (``hydra/sweeper=lrlab``)
-hands the launcher another, which composes each set once more.
-"""
+"""Each job of a sweep composed once (docs/sweeps.md#each-job-composed-once): Hydra's config loader, one compose per
+set of jobs that differ only in plain values. Each other job is a copy of that compose with its own values set as
+Hydra sets them (``OmegaConf.update(..., merge=True)`` on the struct config); a value Hydra would reject takes
+Hydra's own compose, so it is refused in Hydra's words. ``tests/unit/test_identity.py`` holds both ways equal."""
 
 from __future__ import annotations
 

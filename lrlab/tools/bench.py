@@ -1,13 +1,7 @@
 """``make bench``: lrlab against the seed's own loops, and what a run and a sweep cost.
 
-Every figure is a ratio against a reference measured in the same run, on this machine, now: the seed's
-§3.2/§3.3 loops (``lrlab/tools/benchmarks/seed.py``) for speed, a process that only imports and creates a store
-for a sweep, one run for the vectorized launcher, a seed-sized run for memory. A case that fails prints
-its error in its row and the others go on; nothing here fails on a number. The tables, with the machine
-they ran on, go to ``BENCHMARKS.md`` (``--output``). Targets are reported, never asserted.
-``--quick`` shrinks every case to seconds (a smoke test; its numbers mean little). Untracked: the sweeps
-write to temporary stores that are deleted.
-"""
+Each case and how it is measured: docs/benchmarks.md. A case that fails prints its error in its row and the others
+go on: nothing here fails on a number. The line above is ``--help``'s description."""
 
 from __future__ import annotations
 
@@ -207,8 +201,8 @@ FLOOR_HEADING = "## What one more job cannot avoid (in one process: its record, 
 
 
 def floor_rows(quick: bool, repeats: int) -> list[Row]:
-    """A job's MLflow record and a seed-sized job's training, each against the per-job budgets
-    targets (``benchmarks/record.py``): one more job at most 100 ms; 256 jobs in 3x one run."""
+    """A job's MLflow record and a seed-sized job's training (``benchmarks/record.py``), each against the targets:
+    one more job at most 100 ms; 256 jobs in 3x one run."""
     budget = "one more job's target: 100 ms"
     try:
         seconds = record.record_seconds(8 if quick else 64)

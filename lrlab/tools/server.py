@@ -1,25 +1,6 @@
 """``python -m lrlab.tools.server`` (``make server``): one MLflow tracking server over a PostgreSQL cluster of its own.
 
-    python -m lrlab.tools.server [--port 5000] [--dir .lrlab/server] [--host 127.0.0.1] [--workers 4]
-
-- The cluster lives in ``DIR/pg``: created on first use (``initdb`` into a temporary folder, renamed into place
-  when complete, so an interrupted start leaves no half cluster), reused with its data by every later start.
-- PostgreSQL refuses to run as root: as root it runs as the ``postgres`` system user (else ``nobody``), which
-  owns ``DIR/pg`` and must be able to reach ``DIR``.
-- It listens on a unix socket only (``DIR/run``, or a short folder under /tmp when that path passes the
-  107-character limit of a socket's name), in a folder only its user (and root) can open: nothing reaches the
-  database but this machine's ``mlflow server``, so there is no password to keep. Workers anywhere talk HTTP to
-  the tracking server.
-- Then ``mlflow server`` over ``postgresql://lrlab@/mlflow?host=<socket folder>``, artifacts in ``DIR/artifacts``,
-  on ``--host``:``--port``; one line says which ``MLFLOW_TRACKING_URI`` to use. Logs: ``DIR/mlflow.log``,
-  ``DIR/pg.log``.
-- Ctrl-C or SIGTERM stops the tracking server (its whole process group, the uvicorn workers with it) and then
-  PostgreSQL (``pg_ctl stop -m fast``), and exits 0.
-- Without PostgreSQL's binaries (none on PATH nor in /usr/lib/postgresql/*/bin; ``LRLAB_PG_BIN=FOLDER`` makes
-  that folder the only place looked in) it says so in one line and serves the SQLite store ``DIR/mlflow.db``.
-- A server killed outright (SIGKILL) leaves its PostgreSQL and tracking server running: the next start in the
-  same folder stops them first.
-"""
+What it does and promises is docs/server.md. The line above is ``--help``'s description."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def test_replicates_is_a_sweep_over_seeds() -> None:
 def test_a_sweep_over_seeds_nests_seed_runs_under_group_runs_that_aggregate_them(
     run_cli: Cli, client: MlflowClient, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # lr=2.1 on 100 examples diverges for seed 0 only (past lr_critical = 1.38): a group that partly diverged.
+    # lr=2.1 on 100 examples diverges for seed 0 only (past lr_critical_gd = 1.38): a group that partly diverged.
     done = run_cli("-m", "seed=0,1,2", "lr=0.03,2.1", "dataset.num_examples=100")
     assert done.returncode == 0, done.stderr
     runs = all_runs(client)

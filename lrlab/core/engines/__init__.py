@@ -1,13 +1,6 @@
-"""Step 7's engines: what runs the training loop. One module per ``EngineName``, one YAML in ``conf/engine/``.
-
-An engine is a module with a ``train(problem: Problem) -> TrainResult`` function: it trains the products of
-steps 1-6, reports every epoch through ``problem.on_epoch`` and raises ``Diverged`` and ``Stopped`` as
-``lrlab/core/engines/results.py`` defines them. A module is imported only when a run uses it, so that a default
-run never loads numba.
-
-A new engine is a module here (named as its ``EngineName`` member), a member of ``EngineName`` in
-``lrlab/core/config.py`` and ``conf/engine/<name>.yaml``.
-"""
+"""Step 7's engines: one module per ``EngineName``, each with a ``train(problem: Problem) -> TrainResult`` function
+(docs/architecture.md#where-a-new-x-goes). A module is imported only when a run uses it, so that a default run never
+loads numba."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The ``autograd`` engine (default): the seed's training loop, one minibatch a step.
-
-For each minibatch: the step-4 model's forward pass, the step-5 per-example losses, and the step-6 update
-(``backward()`` and the seed's ``sgd``, or a ``torch.optim`` step). Runs on every device.
-"""
+"""The ``autograd`` engine (default): the seed's training loop, one minibatch a step (the step-4 model's forward pass,
+the step-5 losses, the step-6 update), on every device."""
 
 from __future__ import annotations
 

@@ -1,38 +1,8 @@
 """The ``compiled`` engine: the autograd engine's update, step for step, as one numba kernel over many steps.
 
-It reads each epoch's examples in the order the configured reader gives (``reader.order()``, the same
-shuffle the reader's minibatches follow), updates the step-4 model's own parameters in place, and ends
-every epoch with the autograd engine's evaluation (``results.end_epoch``'s quantities: its numbers bit for
-bit where the arithmetic allows, within round-off elsewhere; see below). float32 throughout, like torch,
-CPU only.
-
-The kernel repeats torch's arithmetic operation by operation: the forward pass and ``Xᵀr`` summed in index
-order (as MKL's sgemm does for these thin shapes), the bias gradient in the order of torch's sum kernel
-(``_torch_sum``), the loss gradient as autograd composes it, and the optimiser steps as torch's kernels
-round them (fused multiply-adds where torch's ``add(alpha=)``, ``lerp`` and ``addcmul`` use one). Where
-that holds, the two engines' histories are equal bit for bit; the exceptions (a wider model, whose forward
-pass MKL sums in another order, and Adam, whose ``sqrt`` torch takes from MKL's vector math library) agree
-to float32 round-off. ``tests/unit/test_engines.py`` has the table. A model of ``WIDE_DIM`` features or more
-sums its forward pass in the order LLVM vectorises it (``_dot``: a reassociated sum) and accumulates ``Xᵀr``
-row by row in fused multiply-adds (``_add_scaled``, vectorised across the features), within the same
-round-off: about twice as fast at d = 100. That order follows the CPU's vector width and its FMA unit: the
-same numbers on every run on one machine, not bit for bit on another CPU model (where MKL's own order
-differs too). On data too large for
-the caches, each step prefetches the row ``PREFETCH_AHEAD`` examples on, whose index the epoch's order
-already holds: reading shuffled rows waits on memory, and this hides the wait (see BENCHMARKS.md).
-It changes no value.
-
-The evaluation at the end of an epoch runs in a kernel too (``evaluation``). Where it can repeat torch's
-arithmetic (``_evaluate``: at most ``EVAL_MAX_EXAMPLES`` examples, which torch sums in one thread in
-``_torch_sum``'s order, and at most ``EVAL_MAX_DIM`` features, where MKL's forward pass sums in index order
-and ``vector_norm`` accumulates with fused multiply-adds) it gives ``end_epoch``'s numbers bit for bit, in a
-few microseconds instead of about 75 (a seed-sized epoch trains in about 15). A wide model's
-(``_evaluate_wide``) sums its forward pass as its steps do and the mean in float64, within round-off of
-torch's. Elsewhere ``end_epoch`` evaluates.
-
-A stop is heard between kernel calls: each call runs at most one epoch and about ``WORK_PER_CALL``
-multiply-adds (a millisecond or two), and ``should_stop`` is asked before each.
-"""
+float32, CPU only. The kernels repeat torch's arithmetic operation by operation (each one's docstring says whose
+order it follows), so the histories equal autograd's bit for bit where that holds and agree to float32 round-off
+elsewhere (docs/engines.md#how-close-to-autograd). ``tests/unit/test_engines.py`` holds them to it."""
 
 from __future__ import annotations
 
@@ -56,7 +26,7 @@ WORK_PER_CALL = 1 << 22  # multiply-adds per kernel call, at most: bounds how lo
 SUM_LANES = 8  # Vectorized<float>::size() of torch's CPU sum kernel: 8 on x86-64, AVX-512 machines included
 SCRATCH_SGD, SGD, ADAM = 0, 1, 2  # the kernel's update rules
 WIDE_DIM = 5  # from here MKL's forward pass sums in another order anyway: the kernel takes the faster path
-PREFETCH_AHEAD = 16  # examples: each step asks for the row this many places on in the epoch's order
+PREFETCH_AHEAD = 16  # examples: each step prefetches the row this many places on (shuffled rows wait on memory)
 PREFETCH_MIN = 1 << 16  # floats of data (256 KiB) from which the rows are prefetched (smaller data stays cached)
 EVAL_MAX_EXAMPLES = 32768  # torch sums more than this across threads, in another order than _torch_sum
 EVAL_MAX_DIM = 3  # wider: MKL's forward pass and vector_norm sum in other orders
@@ -64,15 +34,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)  # a float32 sum past this is inf
 
 
 def _jit(function: Callable[..., Any], fastmath: set[str] | bool = False) -> Any:
-    """``numba.njit`` with IEEE float semantics (no fastmath unless asked, no zero-division checks), cached on disk.
-
-    The kernel compiles once per process, and ``cache=True`` keeps the machine code across processes, so
-    only a machine's first compiled run pays for compiling. Where the cache lives is numba's choice, in
-    this order: ``$NUMBA_CACHE_DIR`` if set; ``__pycache__`` beside this file if writable (a checkout, an
-    editable install); else numba's user-wide cache (``~/.cache/numba``), which is what a non-editable
-    install into a read-only site-packages gets. If none is writable numba refuses ``cache=True``; then
-    the kernel is compiled afresh in each process rather than not at all.
-    """
+    """``numba.njit`` with IEEE float semantics (no fastmath unless asked, no zero-division checks), cached on disk
+    (docs/engines.md#the-first-run-compiles); where no cache is writable, compiled afresh in each process."""
     try:
         return numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
@@ -261,7 +224,7 @@ def _steps(
             y_hat = _dot(features[row], w) if wide else _forward(features, row, w)
             diff = (y_hat + b[0]) - labels[row]
             residual[k] = (two * diff) * u if mse else (u / two) * (two * diff)
-        # Backward: ∂/∂w = Xᵀr (summed in index order where the model is not wide), ∂/∂b = Σr in torch's order.
+        # Backward: ∂/∂w = Xᵀr (in index order as MKL's sgemm, unless wide), ∂/∂b = Σr in torch's order.
         if wide:  # the minibatch's rows are in the caches now: read again, not gathered
             grad[:d] = 0
             for k in range(size):
@@ -329,7 +292,7 @@ def _evaluate(
     finite = np.isfinite(b[0])
     for j in range(d):
         error = w[j] - true_w[j]
-        squares = _fma(error, error, squares)
+        squares = _fma(error, error, squares)  # vector_norm accumulates in fused multiply-adds
         finite = finite and np.isfinite(w[j])
     return mean, np.sqrt(squares), abs(b[0] - true_b), finite
 
@@ -463,6 +426,6 @@ def train(problem: Problem) -> TrainResult:
                 raise Stopped(epoch, history)
             end = min(begin + span, num_examples)
             _steps(features_np, labels_np, order, begin, end, *args)
-        del order  # n int64 (8n bytes, 80 MB at n = 10^7): freed before the evaluation's temporaries
+        del order  # n int64: freed before the evaluation's temporaries
         end_epoch(problem, epoch, history, evaluate)
     return train_result(problem, history, time.perf_counter() - start)

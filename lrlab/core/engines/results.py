@@ -1,11 +1,6 @@
-"""What every engine reports, and the end of an epoch.
-
-At the end of each epoch an engine hands its model (the step-4 module, holding the current ``w`` and ``b``)
-to ``end_epoch``, which evaluates the step-5 loss on the whole training set with torch, reports the
-``EpochResult`` and raises ``Diverged``: equal parameters give equal histories. The compiled engine
-evaluates the same quantities in a kernel (``compiled.evaluation``, passed to ``end_epoch``): with torch's
-arithmetic where it can, within float32 round-off for a wide model.
-"""
+"""What every engine reports, and the end of an epoch: ``end_epoch`` evaluates the model with torch (or with an
+engine's kernel for the same quantities, ``compiled.evaluation``), reports the ``EpochResult`` and raises
+``Diverged``, so that equal parameters give equal histories whatever the engine."""
 
 from __future__ import annotations
 

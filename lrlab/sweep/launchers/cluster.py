@@ -1,26 +1,7 @@
-"""``launcher=ray``, ``launcher=slurm``, ``launcher=submitit_local``: the jobs of a sweep as Ray tasks or submitit
-jobs, which may run on other machines. Each job is the basic launcher's job (Hydra's ``run_job``, lrlab's runner)
-in another process; what lrlab adds to Hydra's plugins is here.
-
-- **The job's environment travels with the job.** The sweep's callback hands its jobs the sweep's context
-  through one variable of the environment (``LRLAB_SWEEP``, ``lrlab/sweep/context.py``). A local worker
-  inherits it; a worker of an existing Ray cluster (started by that
-  cluster's raylet) or a Slurm node need not. So the task function is wrapped (``WithEnvironment``) with
-  those variables, every other ``LRLAB_*`` and ``MLFLOW_*`` variable of the sweep's process, and
-  ``MLFLOW_TRACKING_URI`` set to the store the parent was written to (the default ``./mlflow.db`` made
-  absolute): it is pickled with the job and sets them in the job's process before the job runs. The same
-  way for Ray and submitit, whatever Ray's runtime_env or Slurm's ``--export`` do.
-- **Every job ends before a lost one is reported.** A job whose process died (SIGKILL, the OOM killer, a lost
-  node) cannot end its own run. The plugins raise at the first such job while the others still run; here the
-  launcher waits for all of them, then raises ``JobsLost`` naming the lost ones. The sweep then ends, as on any
-  error, with every child still RUNNING ended KILLED (``lrlab.sweep.callback._end_running_children``), its parent
-  FAILED, one line and exit 1; the same command with ``rerun=false`` runs only what did not finish.
-- **A stop** (Ctrl-C, SIGTERM) reaches local workers as the other launchers' do (the main process forwards it to
-  its child processes); Ray tasks on another node are cancelled (``ray.cancel``), Slurm jobs cancelled
-  (``scancel``). Each stopped job ends its run KILLED; the sweep exits 130.
-- **Ray retries no task** (``max_retries: 0`` in ``conf/launcher/ray.yaml``): a retried job would start a second
-  run beside its dead first one. Resume with ``rerun=false`` instead.
-"""
+"""``launcher=ray``, ``slurm``, ``submitit_local`` (docs/sweeps.md#sweeps-on-ray-and-slurm): each job is the basic
+launcher's job in another process. What lrlab adds to Hydra's plugins: the sweep's environment pickled with each job
+(``WithEnvironment``: a cluster's worker or a Slurm node need not inherit it, whatever Ray's runtime_env or Slurm's
+``--export`` do), and every job awaited before a lost one is reported (the plugins raise at the first lost job)."""
 
 from __future__ import annotations
 

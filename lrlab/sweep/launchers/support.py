@@ -1,6 +1,6 @@
 """What ``launcher=vectorized`` trains exactly as the basic launcher would, and the one line that refuses the
-rest. No torch here: the sweep's callback asks for every job before any run exists, and a refusal should
-take a second, not the four that loading torch costs."""
+rest. No torch here: the sweep's callback asks for every job before any run exists, and a refusal must not wait
+for torch to load."""
 
 from __future__ import annotations
 

@@ -1,21 +1,7 @@
-"""``launcher=vectorized``: the jobs of a sweep that share their data and its order train as one batched
-computation, in this process; every job is still its own MLflow run, recorded by the runner.
-
-1. Plan. Each job is composed once (``lrlab.sweep.jobloader.JobLoader``: one Hydra compose per set of jobs that
-   differ only in plain values, such as ``lr`` and ``seed``) and validated through the same schema
-   (``to_config``).
-2. Group. Jobs train together when their typed configs agree on everything but what one model owns
-   (``lrlab.core.batched.group_key``): the data and its order, batch_size, num_epochs, model, loss, optimizer,
-   engine, device. So a sweep over ``seed`` trains each seed's jobs together (the seed derives the data
-   and shuffle streams too), unless ``data_seed`` and ``shuffle_seed`` pin them; a group of one is fine.
-3. Run each group. For each member, Hydra's ``run_job`` makes the job what the basic launcher makes it (its
-   Hydra config, output directory, ``.hydra/`` files, callbacks) and calls ``runner.open_job``, which
-   starts its run as ``run_job`` would (params, tags, config.yaml, dataset; a FINISHED config skipped when
-   rerun=false). ``lrlab.core.batched.train_group`` trains the members, streaming each one's reference and
-   epochs to its run, and ``TrackedRun.conclude`` ends each: FINISHED, FAILED (diverged, or an error) or
-   KILLED (a stop). The launcher returns one ``JobReturn`` per job, in the sweep's order, with the job's
-   final loss, as the basic launcher does.
-"""
+"""``launcher=vectorized`` (docs/sweeps.md#batched-sweeps-launchervectorized): plan (each job composed once), group
+(``lrlab.core.batched.group_key``), then per group: open each member's run through Hydra's ``run_job`` (so each job is
+what the basic launcher makes it), train the members together, conclude each run. It returns one ``JobReturn`` per
+job, in the sweep's order, with the job's final loss, as the basic launcher does."""
 
 from __future__ import annotations
 

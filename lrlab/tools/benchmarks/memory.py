@@ -1,8 +1,5 @@
 """``python -m lrlab.tools.benchmarks.memory N``: one untracked run (d=2, ``engine=compiled``, 1 epoch) of N examples
-in this fresh process, then its peak resident memory in bytes, printed alone on the last line.
-
-The peak is the kernel's high-water mark (``VmHWM`` in ``/proc/self/status``), else ``ru_maxrss``.
-"""
+in this fresh process, then its peak resident memory in bytes, printed alone on the last line."""
 
 from __future__ import annotations
 

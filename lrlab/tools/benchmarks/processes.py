@@ -1,12 +1,5 @@
-"""The cases measured in fresh subprocesses: sweeps against their floor, the cost of a job, the vectorized
-launcher, peak memory.
-
-Every sweep runs the real CLI (``python -m lrlab.run -m ...``) into a fresh SQLite store in a temporary
-folder (``MLFLOW_TRACKING_URI``, ``hydra.sweep.dir``), and is timed wall clock, process start to exit. The
-floor of a sweep is a process that does only what any sweep must: import torch, MLflow, Hydra and
-``lrlab.sweep.job``, and create a fresh store. Each figure is the median of ``repeats`` runs, the contenders
-taking turns.
-"""
+"""The cases measured in fresh subprocesses (docs/benchmarks.md): the real CLI into a fresh SQLite store in a
+temporary folder, timed wall clock from process start to exit, the contenders taking turns."""
 
 from __future__ import annotations
 

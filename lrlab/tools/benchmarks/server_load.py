@@ -1,18 +1,8 @@
 """``python -m lrlab.tools.benchmarks.server_load``: how many runs per second one ``make server`` (MLflow
 over PostgreSQL) absorbs, with 1, 4 and 16 concurrent client processes, at ``--workers 1`` and ``--workers 4``.
 
-A run is what a batched client writes: ``create_run``, one ``log_batch`` of 10 params and 3 metrics x 10 epochs,
-``set_terminated``. Each client process (forked, MLflow already imported) writes runs back to back for
-``--seconds``; the figure is the runs all of them completed in that window, per second. Beside it, the CPU that
-each side used in the window, in cores: the tracking server (mlflow/uvicorn processes), the database (postgres
-processes) and the clients. A side near the machine's core count, or near 1 core for a single-threaded part,
-is what saturates. The reference, measured in the same run: 1 client writing the same runs straight into the
-database (``postgresql+psycopg2://``, no HTTP server).
-
-The servers are started through ``python -m lrlab.tools.server`` itself (what ``make server`` runs), on loopback, in
-a temporary folder that is deleted. Every figure is printed; nothing here fails on a number. On a shared or
-busy machine the figures move from run to run: read them as orders of magnitude and ratios.
-"""
+What a run is, what each column means, and the figures measured: docs/scaling.md. A side whose cores near the
+machine's, or 1 for a single-threaded part, is what saturates. Nothing here fails on a number."""
 
 from __future__ import annotations
 

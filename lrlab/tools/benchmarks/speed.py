@@ -1,14 +1,5 @@
-"""Samples/s of the seed's own loop, lrlab ``engine=autograd`` and ``engine=compiled``, on the same data.
-
-Each case composes an lrlab config; the seed's loop (``seed.py``) trains on the data lrlab generates for it
-(step 1 of that config), in this process. Small cases get one untimed run of each contender first (torch
-warms up, numba compiles or loads its cache) and timed runs of about ``seconds`` each (the epochs are
-scaled from the untimed run); large ones (``LARGE`` examples or more) time single epochs with no warm-up.
-The contenders take turns, ``repeats`` times, so that a noisy neighbour slows all of them; each figure is
-the median. lrlab's figure is its ``samples_per_second`` (training and the per-epoch evaluation, not data
-generation or the references); the seed's is the same count over its loop's wall time, its per-epoch
-evaluation included.
-"""
+"""Samples/s of the seed's own loop, lrlab ``engine=autograd`` and ``engine=compiled``, on the same data (step 1 of
+lrlab's config), in this process. How each figure is taken: docs/benchmarks.md."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
 """The vectorized path in one process: K models trained as one batched computation (``lrlab/core/batched.py``)
-against one run of the same size on the same device, with no MLflow and no CLI (those costs are the
-process cases' in ``processes.py``).
-
-``make bench`` runs it on the CPU (``engine=compiled``, the kernel over each member in turn). On a machine
-with CUDA, ``python -m lrlab.tools.benchmarks.vectorized --device cuda`` gives the cuda rows: ``engine=autograd``'s
-batched torch ops, the K models' parameters as the columns of one tensor on the GPU. The 16 jobs are 16
-learning rates; the 256 are those 16 times 16 init seeds, with the data and its order shared
-(``data_seed=0 shuffle_seed=0``), so that all of them are one group. Each figure is the median of
-``repeats`` timed runs after one untimed run (CUDA's context and kernels, numba's cache).
-"""
+against one run of the same size on the same device, with no MLflow and no CLI (docs/benchmarks.md). The 256 jobs
+share their data and its order (``data_seed=0 shuffle_seed=0``), so that all of them are one group."""
 
 from __future__ import annotations
 
