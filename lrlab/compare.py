@@ -20,6 +20,7 @@ from lrlab.record.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.entities import Experiment
 
 JOB_METRICS = ("train_loss", "w_error", "b_error", "excess_loss", "train_seconds")
 GROUP_METRICS = tuple(
@@ -42,14 +43,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from lrlab.sweep.console import quiet_libraries
+    from lrlab.record.redact import redact
+    from lrlab.sweep.console import quiet_libraries, user_error_line
 
     quiet_libraries()
     try:
         table = compare(args.sweep, args.tracking_uri, args.sort, args.all)
-    except UsageError as error:
-        print(f"lrlab: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        reported = user_error_line(error)
+        if reported is None:
+            raise
+        print(f"lrlab: error: {redact(reported[0])}", file=sys.stderr)
+        return reported[1]
     try:
         print(table.to_csv(index=False) if args.csv else table.to_string(index=False, na_rep="–"), flush=True)
     except BrokenPipeError:  # `| head`: the reader has what it wanted
@@ -63,15 +68,13 @@ def compare(
     """The comparison table of one sweep: its parent's run id, or an experiment name for its latest sweep."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from lrlab.record.redact import redact_uri
-    from lrlab.record.store import check_store, resolve_tracking_uri
+    from lrlab.record.store import read_client, resolve_tracking_uri
     from lrlab.record.tracking import GROUP_TAG, child_runs, outcome, sweep_jobs
 
     uri = resolve_tracking_uri(tracking_uri)
-    check_store(uri)
-    client = MlflowClient(uri)
+    client = read_client(uri)  # only reads: a mistyped path is refused, never created
     parent = None
     if RUN_ID.match(sweep):
         try:
@@ -82,6 +85,8 @@ def compare(
         experiment = client.get_experiment_by_name(sweep)
         if experiment is None:
             raise UsageError(f"sweep={sweep!r}: neither a run id nor an experiment in {redact_uri(uri)}")
+        if experiment.lifecycle_stage == "deleted":
+            raise _deleted(sweep, experiment)
         latest = ["attributes.start_time DESC"]
         found = client.search_runs(
             [experiment.experiment_id], "tags.`lrlab.sweep` = 'true'", max_results=1, order_by=latest
@@ -92,9 +97,17 @@ def compare(
     elif parent.data.tags.get("lrlab.sweep") != "true":
         raise UsageError(f"sweep={sweep!r} is a run, not a sweep's parent (its tag lrlab.sweep is not set)")
     experiment_id, parent_id = parent.info.experiment_id, parent.info.run_id
+    experiment = client.get_experiment(experiment_id)
+    if experiment.lifecycle_stage == "deleted":  # its runs are deleted with it
+        raise _deleted(sweep, experiment)
+    if parent.info.lifecycle_stage == "deleted":
+        restore = f"mlflow runs restore --run-id {parent_id}"
+        raise UsageError(f"sweep={sweep!r}: the sweep's parent run is deleted; restore it ({restore})")
     groups = [r for r in child_runs(client, experiment_id, parent_id) if r.data.tags.get(GROUP_TAG) == "true"]
     groups.sort(key=lambda r: r.info.start_time)  # created in the sweep's order
     runs = groups or sweep_jobs(client, experiment_id, parent_id)
+    if not runs:  # never an empty table
+        raise UsageError(f"sweep={sweep!r}: the sweep {parent_id} has no job runs (none started, or all are deleted)")
     metrics = GROUP_METRICS if groups else JOB_METRICS
     params = sorted({key for run in runs for key in run.data.params})
     if not every_param:
@@ -120,6 +133,11 @@ def compare(
             raise UsageError(f"--sort {sort}: not a column; choose one of {', '.join(map(str, table.columns))}")
         table = table.sort_values(sort, na_position="last", kind="stable")
     return table
+
+
+def _deleted(sweep: str, experiment: Experiment) -> UsageError:
+    restore = f"mlflow experiments restore --experiment-id {experiment.experiment_id}"
+    return UsageError(f"sweep={sweep!r}: the experiment {experiment.name!r} is deleted; restore it ({restore})")
 
 
 if __name__ == "__main__":

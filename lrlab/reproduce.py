@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,13 +21,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from lrlab.record.errors import LrlabError, UsageError
 from lrlab.record.provenance import GROUPS
-from lrlab.record.redact import redact_uri
-from lrlab.record.store import bound_http_retries, resolve_tracking_uri
-from lrlab.record.tracking import sweep_jobs
+from lrlab.record.redact import redact, redact_uri
+from lrlab.record.store import bound_http_retries, check_store, read_client, resolve_tracking_uri
+from lrlab.record.tracking import GROUP_TAG, child_runs, sweep_jobs
 from lrlab.sweep import interrupt
 from lrlab.sweep.compose import CONF_DIR, job_config, register_configs
-from lrlab.sweep.console import quiet_libraries
+from lrlab.sweep.console import quiet_libraries, user_error_line
 from lrlab.sweep.job import run_job
 
 TIMINGS = {"samples_per_second", "train_seconds"}  # wall-clock, never reproducible
@@ -57,10 +59,25 @@ def compare(
     return differ
 
 
-def reproduce(run_id: str, tracking_uri: str) -> tuple[Run, Run]:
+def logged_config(client: MlflowClient, run: Run) -> DictConfig:
+    """The config.yaml that ``run`` logged; a run whose record lost it cannot be reproduced."""
+    run_id = run.info.run_id
+    if "config.yaml" not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        raise LrlabError(
+            f"run_id={run_id!r} cannot be reproduced: its config.yaml is not among its artifacts "
+            f"({redact_uri(run.info.artifact_uri)})"
+        )
+    with tempfile.TemporaryDirectory(prefix="lrlab-reproduce-") as folder:
+        logged = OmegaConf.create(Path(client.download_artifacts(run_id, "config.yaml", folder)).read_text())
+    assert isinstance(logged, DictConfig)
+    return logged
+
+
+def reproduce(run_id: str, tracking_uri: str, logged: DictConfig | None = None) -> tuple[Run, Run]:
     client = MlflowClient(tracking_uri)
     original = client.get_run(run_id)
-    logged = OmegaConf.create(Path(client.download_artifacts(run_id, "config.yaml")).read_text())
+    if logged is None:
+        logged = logged_config(client, original)
     choices = [f"{group}={original.data.params[group]}" for group in GROUPS if group in original.data.params]
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -80,9 +97,9 @@ def reproduce(run_id: str, tracking_uri: str) -> tuple[Run, Run]:
     return original, client.get_run(result.run_id)
 
 
-def check(client: MlflowClient, run_id: str, tracking_uri: str) -> bool:
+def check(client: MlflowClient, run_id: str, tracking_uri: str, logged: DictConfig | None = None) -> bool:
     """Reproduce one run and print how its metric histories compare; True if they all match."""
-    original, again = reproduce(run_id, tracking_uri)
+    original, again = reproduce(run_id, tracking_uri, logged)
     same_device = original.data.tags.get("lrlab.env.device") == again.data.tags.get("lrlab.env.device")
     rtol = 0.0 if same_device else CROSS_DEVICE_RTOL
     first, second = histories(client, original), histories(client, again)
@@ -107,23 +124,60 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     interrupt.install()
     bound_http_retries()
-    tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    client = MlflowClient(tracking_uri)
     try:
-        run = client.get_run(args.run_id)
+        return reproduce_all(args.run_id, resolve_tracking_uri(args.tracking_uri))
+    except Exception as error:
+        reported = user_error_line(error)
+        if reported is None:
+            raise
+        line, exit_code = reported
+        print(f"lrlab: error: {redact(line)}", file=sys.stderr)
+        return exit_code
+
+
+def reproduce_all(run_id: str, tracking_uri: str) -> int:
+    """Reproduce a run, or every job of a sweep; the exit code. Every refusal comes before anything runs."""
+    client = read_client(tracking_uri)  # a mistyped path is refused, never created
+    try:
+        run = client.get_run(run_id)
     except MlflowException:
-        print(f"lrlab: error: run_id={args.run_id!r}: no such run in {redact_uri(tracking_uri)}", file=sys.stderr)
-        return 2
-    if run.data.tags.get("lrlab.sweep") != "true":
-        return 0 if check(client, args.run_id, tracking_uri) else 1
-    jobs = sweep_jobs(client, run.info.experiment_id, args.run_id)
+        raise UsageError(f"run_id={run_id!r}: no such run in {redact_uri(tracking_uri)}") from None
+    if run.data.tags.get(GROUP_TAG) == "true":
+        raise UsageError(_group_run(client, run))
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage == "deleted":  # the new runs would go there
+        restore = f"mlflow experiments restore --experiment-id {experiment.experiment_id}"
+        raise UsageError(f"run_id={run_id!r}: its experiment {experiment.name!r} is deleted; restore it ({restore})")
+    sweep = run.data.tags.get("lrlab.sweep") == "true"
+    jobs = sweep_jobs(client, run.info.experiment_id, run_id) if sweep else [run]
     if not jobs:
-        print(f"lrlab: error: run_id={args.run_id!r} is a sweep with no jobs to reproduce", file=sys.stderr)
-        return 2
-    print(f"{args.run_id} is a sweep: reproducing its {len(jobs)} job(s)")
-    matched = [check(client, job.info.run_id, tracking_uri) for job in jobs]
+        raise UsageError(f"run_id={run_id!r} is a sweep with no jobs to reproduce")
+    logged = {job.info.run_id: logged_config(client, job) for job in jobs}  # each record whole, or none runs
+    try:
+        check_store(tracking_uri)
+    except UsageError as error:
+        raise UsageError(f"{error} (reproduce records its new runs in this store)") from None
+    if not sweep:
+        return 0 if check(client, run_id, tracking_uri, logged[run_id]) else 1
+    print(f"{run_id} is a sweep: reproducing its {len(jobs)} job(s)")
+    matched = [check(client, job.info.run_id, tracking_uri, logged[job.info.run_id]) for job in jobs]
     print(f"{sum(matched)} of {len(jobs)} job(s) reproduced")
     return 0 if all(matched) else 1
+
+
+def _group_run(client: MlflowClient, group: Run) -> str:
+    """Why a group run is not reproduced, and what to reproduce instead."""
+    run_id = group.info.run_id
+    seeds = sorted(
+        child_runs(client, group.info.experiment_id, run_id), key=lambda r: int(r.data.tags.get("lrlab.job_num", "0"))
+    )
+    example = f" (e.g. {seeds[0].info.run_id})" if seeds else ""
+    sweep = group.data.tags.get("mlflow.parentRunId")
+    whole = f", or the whole sweep {sweep}" if sweep else ""
+    return (
+        f"run_id={run_id!r} is a group run: it aggregates {len(seeds)} seed run(s) and trained nothing itself; "
+        f"reproduce one of its seed runs{example}{whole}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ class JobsLost(JobFailed):
             "command with rerun=false runs only the jobs that did not finish"
         )
 
+    @classmethod
+    def worker_died(cls, how: str) -> JobsLost:
+        """A joblib worker died: joblib stops the whole pool, so every job running in it is lost."""
+        return cls(
+            f"a joblib worker died ({how}), which stops the pool: the jobs running in it are lost and their runs "
+            "end KILLED (tag lrlab.orphaned); the same command with rerun=false runs only the jobs that did not finish"
+        )
+
 
 class StoreUnreachable(BaseException):
     """The tracking server stopped answering mid-run: every later job would fail the same way.

@@ -2,6 +2,7 @@
 
 - ``resolve_tracking_uri``: ``tracking_uri=``, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
 - ``check_store``: refuse a URI that cannot work, in one line and before any run exists.
+- ``read_client``: a client that reads an existing store (compare, reproduce) and never creates one.
 - ``ensure_store``: a new SQLite store is created and migrated by exactly one process, under a lock file
   beside the database, into a temporary file that is renamed into place when complete. Any number of
   concurrent starters, and an interrupt at any moment, leave either no store or a complete one.
@@ -81,14 +82,17 @@ def _fail(uri: str, why: str) -> UsageError:
     return UsageError(f"tracking_uri={redact_uri(uri)}: {why}")
 
 
-def _check_sqlite(uri: str) -> None:
+def _check_sqlite(uri: str, write: bool = True) -> None:
+    """``write``: lrlab will write to it (or create it); otherwise it must exist and be readable."""
     path = sqlite_path(uri)
     if path is None or str(path) in ("", "/") or uri.startswith("sqlite:///:memory:"):
         raise _fail(uri, "a SQLite URI reads sqlite:///path/to/mlflow.db (an in-memory store keeps nothing)")
     if "?" in uri:
         raise _fail(uri, "query options (?...) are not supported: give the database file alone")
     folder = path.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
+    if not write and not path.exists() and not path.is_symlink():
+        raise _fail(uri, f"no store there: {path} does not exist (check the path, or $MLFLOW_TRACKING_URI)")
+    if write and (not folder.is_dir() or not os.access(folder, os.W_OK)):
         raise _fail(uri, f"the folder {folder} does not exist or is not writable")
     if path.is_dir():
         raise _fail(uri, f"{path} is a folder, not a database file")
@@ -96,10 +100,12 @@ def _check_sqlite(uri: str) -> None:
         raise _fail(uri, f"{path} is not a regular file (a device, a pipe...): lrlab would replace it")
     if path.resolve().is_relative_to("/proc") or path.resolve().is_relative_to("/sys"):
         raise _fail(uri, f"{path} is in a kernel file system, not a place for a database")
-    if not path.exists() or path.stat().st_size == 0:
+    if write and (not path.exists() or path.stat().st_size == 0):
         return  # ensure_store creates it
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise _fail(uri, f"{path} is not readable and writable by this user")
+    if not write and path.stat().st_size == 0:  # MLflow would write a new store into it
+        raise _fail(uri, f"{path} is an empty file, not an MLflow store")
+    if not os.access(path, os.R_OK | os.W_OK if write else os.R_OK):
+        raise _fail(uri, f"{path} is not readable{' and writable' if write else ''} by this user")
     with path.open("rb") as file:
         if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise _fail(uri, f"{path} is not a SQLite database")
@@ -140,11 +146,12 @@ def probe_server(uri: str, timeout: float = 5.0) -> None:
         raise _fail(uri, f"the server answered HTTP {answer.status_code}; is it an MLflow tracking server?")
 
 
-def check_store(uri: str, timeout: float = 5.0) -> None:
-    """Refuse a tracking URI that cannot work, in seconds and before any run is created."""
+def check_store(uri: str, timeout: float = 5.0, write: bool = True) -> None:
+    """Refuse a tracking URI that cannot work, in seconds and before any run is created. ``write=False``: a
+    store that is only read, which must exist (its folder and file need not be writable)."""
     scheme = urlsplit(uri).scheme.split("+")[0]
     if scheme == "sqlite":
-        _check_sqlite(uri)
+        _check_sqlite(uri, write)
     elif scheme in ("http", "https"):
         probe_server(uri, timeout)
     elif scheme in DATABASES:
@@ -208,20 +215,31 @@ def open_client(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
-_FOUND: dict[tuple[str, str], str] = {}  # (uri, name) -> the experiment id this process last found or created
+def read_client(uri: str) -> MlflowClient:
+    """A client of the store at ``uri``, which must exist: reading never creates a store (a mistyped path
+    would get a new, empty one) and needs no write permission."""
+    from mlflow.tracking import MlflowClient
+
+    check_store(uri, write=False)
+    return MlflowClient(uri)
 
 
-def experiment_id(client: MlflowClient, uri: str, name: str, known: bool = False) -> str:
-    """The id of experiment ``name``, created if missing (safe when several processes race to create it).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's training view, not GenAI's
+
+
+def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing (safe when several processes race to create it),
+    marked as model training for the MLflow UI unless it says otherwise already.
 
     In a SQLite store, a new experiment keeps its artifacts beside the database; an experiment that
-    exists keeps its location. ``known``: this process's last answer for the same store and name will do
-    (a sweep's job, whose parent run, started in this process, has just found the experiment).
+    exists keeps its location.
     """
-    if known and (uri, name) in _FOUND:
-        return _FOUND[(uri, name)]
-    _FOUND[(uri, name)] = _experiment_id(client, uri, name)
-    return _FOUND[(uri, name)]
+    found = _experiment_id(client, uri, name)
+    tags = client.get_experiment(found).tags
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in tags:
+            client.set_experiment_tag(found, key, value)
+    return found
 
 
 def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:

@@ -1,11 +1,7 @@
 """The MLflow side of one run: params, batched metrics, artifacts, a heartbeat and its final status.
 
-It uses ``MlflowClient`` with explicit run ids rather than the fluent API's process-global active run,
-so runs in worker processes and nested runs never depend on what another part of the process started.
-
-The record is never behind the screen: ``log_metrics`` takes an ``announce`` callback (the epoch's
-printed line) that runs only after the batch holding that step has been written.
-"""
+``MlflowClient`` with explicit run ids, not the fluent API's process-global active run, so that nested runs and runs
+in worker processes never depend on what another part of the process started."""
 
 from __future__ import annotations
 
@@ -80,8 +76,7 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list
 
 def running_jobs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """A sweep's job runs still RUNNING, under the parent or under its group runs (ended or not). Asks the
-    store for RUNNING runs and group runs only: a search loads every run it finds, params and metrics too,
-    and a finished sweep of 256 jobs took seconds to list whole."""
+    store for RUNNING runs and group runs only: a search loads every run it finds, params and metrics too."""
     running = "attributes.status = 'RUNNING'"
     found = _search(client, experiment_id, f"{_under(parent_id)} and {running}")
     jobs = [run for run in found if run.data.tags.get(GROUP_TAG) != "true"]
@@ -132,9 +127,11 @@ class Tracker:
         run_name: str,
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
+        experiment: str | None = None,
     ) -> Tracker:
+        """A new run in experiment ``experiment_name`` (whose id, when the caller has it, is ``experiment``)."""
         client = open_client(tracking_uri)
-        experiment = experiment_id(client, tracking_uri, experiment_name, known=parent_run_id is not None)
+        experiment = experiment or experiment_id(client, tracking_uri, experiment_name)
         run_name = shorten(run_name)
         all_tags = {MLFLOW_RUN_NAME: run_name, **process_tags(), **(tags or {})}
         if parent_run_id:

@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lrlab.core.config import ConfigError
-from lrlab.record.errors import FAILURE_EXIT, USAGE_EXIT, LrlabError
+from lrlab.record.errors import FAILURE_EXIT, USAGE_EXIT, JobsLost, LrlabError
 from lrlab.record.redact import redact
 
 
@@ -39,6 +39,20 @@ def _omegaconf_line(error: OmegaConfBaseException) -> str:
 LAUNCHER_MODULES = ("hydra_plugins", "joblib", "loky")  # where a launcher rejects its own settings
 
 
+def _worker_died(error: BaseException) -> JobsLost | None:
+    """joblib's TerminatedWorkerError anywhere in the chain: a worker was killed (SIGKILL, out of memory)."""
+    seen: set[int] = set()
+    chained: BaseException | None = error
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        kind = type(chained)
+        if kind.__name__ == "TerminatedWorkerError" and kind.__module__.startswith(("joblib", "loky")):
+            codes = re.search(r"exit codes? of the workers? (?:are|is) \{([^}]*)\}", str(chained))
+            return JobsLost.worker_died(f"exit code {codes.group(1)}" if codes else "terminated")
+        chained = chained.__cause__ or chained.__context__
+    return None
+
+
 def _raised_in(error: BaseException) -> str:
     """The module of the innermost frame that raised ``error``."""
     trace = error.__traceback__
@@ -52,6 +66,9 @@ def _raised_in(error: BaseException) -> str:
 def user_error_line(error: BaseException) -> tuple[str, int] | None:
     """(one line, exit code) for an error the user can fix or an expected failure; None for a bug."""
     root = _root(error)
+    lost = _worker_died(error)
+    if lost is not None:  # raised in joblib, yet a lost job, not a launcher refusing its settings
+        return str(lost), lost.exit_code
     if isinstance(error, LrlabError):
         return _first_line(str(error)), error.exit_code
     if isinstance(root, ConfigError):

@@ -1,15 +1,5 @@
-"""Group runs: a sweep over seeds records each configuration's seeds under one run that aggregates them.
-
-    sweep parent (lrlab.sweep)  ->  group run ``lr=0.03`` (lrlab.group)  ->  seed runs ``lr=0.03 seed=0`` ...
-
-The sweep's callback creates the groups before any job starts and passes their ids to the jobs in the sweep's
-context (``lrlab/sweep/context.py``); each job nests under its group. When the jobs are done, ``aggregate``
-writes each group's statistics over the seeds that FINISHED (see lrlab/core/replicates.py for the intervals):
-- per epoch: ``<metric>_mean`` and ``<metric>_std`` for train_loss, w_error, b_error and excess_loss;
-- once: ``n_replicates`` (seeds that finished), ``n_diverged``, and ``<metric>_ci95_low`` / ``_high`` of
-  each final metric.
-A diverged seed is counted, tagged on the group (``lrlab.diverged_replicates``) and left out of the means.
-"""
+"""Group runs of a sweep over seeds (docs/sweeps.md#seeds-as-replicates): one run per configuration, created under
+the sweep's parent before any job starts, each seed's run nested under it, aggregated over the seeds that FINISHED."""
 
 from __future__ import annotations
 
@@ -94,7 +84,9 @@ def start_groups(
     params are those its seeds share: the configuration, without the seed."""
     for name, count in planned.items():
         group_tags = {**tags, GROUP_TAG: "true", "lrlab.replicates_planned": str(count)}
-        tracker = Tracker.start(uri, experiment_name, run_name=name, tags=group_tags, parent_run_id=parent.run_id)
+        tracker = Tracker.start(
+            uri, experiment_name, name, group_tags, parent_run_id=parent.run_id, experiment=parent.experiment_id
+        )
         groups[name] = Group(name, tracker, count)
         tracker.log_params(params.get(name, {}))
 

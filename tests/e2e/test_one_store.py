@@ -41,3 +41,10 @@ def test_a_sweep_over_where_it_is_recorded_is_refused_in_one_line(tmp_path: Path
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"lrlab: error: {key.split('=')[0]}:") and "one store and one experiment" in line
     assert not list(tmp_path.rglob("*.db"))  # refused before any store or run exists
+
+
+def test_the_experiment_opens_in_the_mlflow_ui_as_model_training(tmp_path: Path) -> None:
+    done = lrlab(tmp_path, "-m", "lr=0.01,0.1", "num_epochs=1")
+    assert done.returncode == 0, done.stderr
+    experiment = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("lrlab")
+    assert experiment is not None and experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -1,17 +1,7 @@
 """What one more job of a sweep cannot avoid, measured in this process: its MLflow record, and its training.
 
-The record is what a job writes through lrlab's own code (``runner.TrackedRun`` over ``tracking.Tracker``):
-its run started under a sweep's parent, its params, ``config.yaml``, its dataset, the reference and every
-epoch's metrics, ``params.json`` and its final status; then the sweep's summary reads its ``train_loss``
-history back. Each job replays the callbacks of one real training (``run_pipeline`` with the compiled
-engine, run once beforehand), so that only the record is timed, into a fresh SQLite store in a temporary
-folder. No Hydra: a job's composition and output folder come on top of this in a sweep.
-
-The training is a seed-sized job's steps 1-7 with ``engine=autograd`` (the seed's loop, the default, three
-epochs; the data and its closed-form references included), timed alone. Together the two are a floor under
-the "one more job" of the default engine, and the record alone, times 256, a floor under the
-256-job vectorized sweep.
-"""
+Each job replays the callbacks of one real training (run once beforehand) through lrlab's own record code
+(``TrackedRun`` over ``Tracker``), so that only the record is timed. No Hydra: a sweep adds a job's composition."""
 
 from __future__ import annotations
 
@@ -51,7 +41,7 @@ def record_seconds(jobs: int) -> float:
         with contextlib.redirect_stdout(io.StringIO()):  # each job prints its epochs and its result
             for num in range(jobs):
                 start = time.perf_counter()
-                _one_job(uri, parent.run_id, num, cfg, dcfg, choices, refs[0], epochs, result)
+                _one_job(uri, parent, num, cfg, dcfg, choices, refs[0], epochs, result)
                 times.append(time.perf_counter() - start)
         parent.end("FINISHED")
     return statistics.median(times)
@@ -59,7 +49,7 @@ def record_seconds(jobs: int) -> float:
 
 def _one_job(
     uri: str,
-    parent_id: str,
+    parent: Tracker,
     num: int,
     cfg: Config,
     dcfg: DictConfig,
@@ -69,9 +59,10 @@ def _one_job(
     result: TrainResult,
 ) -> None:
     """What ``runner`` records for a sweep's job (``_start_run``, ``TrackedRun``), with this job's number."""
+    parent_id, experiment = parent.run_id, parent.experiment_id  # as a sweep's context gives them
     params = run_params(dcfg, choices)
     tags = job_tags(cfg, [f"lr={cfg.lr}"], config_hash(cfg), code_tags(), num)
-    tracker = Tracker.start(uri, cfg.experiment_name, f"lr={cfg.lr} #{num}", tags=tags, parent_run_id=parent_id)
+    tracker = Tracker.start(uri, cfg.experiment_name, f"lr={cfg.lr} #{num}", tags, parent_id, experiment)
     run = TrackedRun(tracker, cfg, dcfg, params, f"job {num}", uri, num)
     run.begin()
     run.on_reference(ref)
