@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,15 +45,17 @@ from lrlab.core.engines.results import (
 )
 from lrlab.core.models import LinReg
 from lrlab.core.pipeline import (
+    closed_form,
     define_loss,
     define_model,
     define_optimizer,
     generate_dataset,
     init_model_params,
+    plain_sgd,
     read_dataset,
     torch_threads,
 )
-from lrlab.core.theory import Reference, reference
+from lrlab.core.theory import Reference
 
 # What may differ inside a group: what only one member's model sees. ``init_seed`` (or ``seed`` where
 # data_seed and shuffle_seed are pinned) differs as the init stream. Everything else of ``Config.identity``
@@ -128,8 +130,9 @@ def _train(
     first = members[0].cfg
     device = first.device.resolve()
     features, labels = generate_dataset(first)  # 1: shared, on the CPU as for one job
-    ref = reference(features, labels, first.dataset.true_w, first.dataset.true_b, first.loss.name.value, first.lr)
-    refs = [replace(ref, lr_ratio=m.cfg.lr / ref.lr_critical) for m in members]  # lr_ratio as reference() has it
+    # Prepared once (with SGD's theory if a member runs plain SGD); each member's as reference() has it for one run.
+    ref = closed_form(next((m.cfg for m in members if plain_sgd(m.cfg)), first), features, labels)
+    refs = [ref.at(m.cfg.lr, plain_sgd(m.cfg)) for m in members]
     for member, member_ref in zip(members, refs, strict=True):
         member.on_reference(member_ref)
     features, labels = features.to(device), labels.to(device)

@@ -55,6 +55,7 @@ class ReaderName(Enum):
     permutation = "permutation"  # one torch.randperm per epoch, contiguous slices (fast default)
     shuffled_index = "shuffled_index"  # the seed's data_iter: random.shuffle of a Python list
     dataloader = "dataloader"  # the seed's §3.3 DataLoader over a TensorDataset
+    with_replacement = "with_replacement"  # n uniform draws per epoch: SGD's theory holds exactly (theory.py)
 
 
 class EngineName(Enum):
@@ -156,7 +157,8 @@ class OptimizerConfig:
 
 @dataclass
 class ReaderConfig:
-    """Step 2: how minibatches are read. Every reader reshuffles each epoch and visits every example once."""
+    """Step 2: how minibatches are read. Every reader draws afresh each epoch; all but ``with_replacement``
+    visit every example once an epoch."""
 
     name: ReaderName = ReaderName.permutation
 
@@ -243,6 +245,9 @@ class Config:
     # torch's intra-op threads for the run. How many decides how torch splits a sum, so every run of a config
     # uses the same number, whatever process or launcher runs it (a joblib worker would have one).
     threads: int = 1
+    # k > 0: the run also logs measured_excess_loss, the mean excess_loss of its last k epochs, and its ratio to
+    # SGD's theory_excess_loss (excess_loss_ratio); 0: neither.
+    theory_epochs: int = 0
 
     def __post_init__(self) -> None:
         _require(_is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
@@ -287,6 +292,12 @@ class Config:
         )
         _require(1 <= self.threads <= 1024, "threads", "an integer in [1, 1024]", self.threads)
         _require(
+            0 <= self.theory_epochs <= self.num_epochs,
+            "theory_epochs",
+            f"an integer in [0, num_epochs = {self.num_epochs}]",
+            self.theory_epochs,
+        )
+        _require(
             _is_number(self.orphan_timeout) and self.orphan_timeout > 0,
             "orphan_timeout",
             "a finite number of seconds > 0",
@@ -322,6 +333,8 @@ class Config:
             tree["optimizer"].pop("betas")
         if self.threads == 1:  # the default: runs from before the key keep their identity
             tree.pop("threads")
+        if self.theory_epochs == 0:  # the default, likewise
+            tree.pop("theory_epochs")
         if self.engine.name is EngineName.autograd:
             tree.pop("engine")
         return tree

@@ -1,10 +1,11 @@
 """Step 1 (生成数据集) and step 2 (读取数据集): the synthetic data and the minibatch readers.
 
-Every reader yields (X, y) minibatches of shape (B, d) and (B, 1), reshuffles each epoch, and visits
-every example exactly once per epoch; only the last minibatch may be shorter. A reader is called once per
-epoch for its minibatches, or asked for the epoch's ``order``: the indices of the examples in the order its
-minibatches would hold them (what an engine that gathers its own minibatches reads). Either call advances
-the reader's shuffle by one epoch, the same way.
+Every reader yields (X, y) minibatches of shape (B, d) and (B, 1), ceil(n/B) of them an epoch, and draws
+afresh each epoch; only the last minibatch may be shorter. Each visits every example exactly once per epoch
+(a shuffle), except ``with_replacement``, which draws each of the epoch's n examples uniformly at random. A
+reader is called once per epoch for its minibatches, or asked for the epoch's ``order``: the indices of the
+examples in the order its minibatches would hold them (what an engine that gathers its own minibatches
+reads). Either call advances the reader's shuffle by one epoch, the same way.
 """
 
 from __future__ import annotations
@@ -99,8 +100,29 @@ class PermutationReader:
         return torch.randperm(len(self.features), generator=self.generator)
 
 
+class WithReplacementReader:
+    """Sampling with replacement: each epoch's n indices are drawn uniformly and independently (``randint``),
+    then sliced into minibatches as ``PermutationReader`` slices its permutation. Each step's examples are
+    independent draws, the setting in which ``theory.SgdTheory`` is exact (when batch_size divides n)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.features, self.labels, self.batch_size = features, labels, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self) -> Batches:
+        drawn = self.order().to(self.features.device)
+        drawn_x, drawn_y = self.features[drawn], self.labels[drawn]
+        for i in range(0, len(self.features), self.batch_size):
+            yield drawn_x[i : i + self.batch_size], drawn_y[i : i + self.batch_size]
+
+    def order(self) -> torch.Tensor:
+        num_examples = len(self.features)
+        return torch.randint(num_examples, (num_examples,), generator=self.generator)
+
+
 READERS: dict[str, Callable[[torch.Tensor, torch.Tensor, int, int], Reader]] = {
     "permutation": PermutationReader,
     "shuffled_index": ShuffledIndexReader,
     "dataloader": DataLoaderReader,
+    "with_replacement": WithReplacementReader,
 }

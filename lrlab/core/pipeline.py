@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from lrlab.core import engines
-from lrlab.core.config import Config
+from lrlab.core.config import Config, OptimizerName
 from lrlab.core.data import READERS, Reader, synthetic_data
 from lrlab.core.engines.results import Diverged, EpochResult, Problem, Stopped, TrainResult
 from lrlab.core.losses import LOSSES, Loss
@@ -33,11 +33,13 @@ __all__ = [
     "Problem",
     "Stopped",
     "TrainResult",
+    "closed_form",
     "define_loss",
     "define_model",
     "define_optimizer",
     "generate_dataset",
     "init_model_params",
+    "plain_sgd",
     "read_dataset",
     "run_pipeline",
     "train",
@@ -95,6 +97,20 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def plain_sgd(cfg: Config) -> bool:
+    """Whether ``cfg`` steps by plain minibatch SGD (sgd_scratch, or sgd without momentum): the runs that
+    ``theory.SgdTheory`` describes."""
+    name = cfg.optimizer.name
+    return name is OptimizerName.sgd_scratch or (name is OptimizerName.sgd and cfg.optimizer.momentum == 0)
+
+
+def closed_form(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> Reference:
+    """The run's closed-form references (``theory.reference``); SGD's edge and noise floor for plain SGD only."""
+    batch_size = cfg.batch_size if plain_sgd(cfg) else None
+    true_w, true_b, loss = cfg.dataset.true_w, cfg.dataset.true_b, cfg.loss.name.value
+    return reference(features, labels, true_w, true_b, loss, cfg.lr, batch_size=batch_size)
+
+
 def run_pipeline(
     cfg: Config,
     on_epoch: Callable[[EpochResult], None] = lambda _: None,
@@ -106,7 +122,7 @@ def run_pipeline(
     with torch_threads(cfg.threads):
         device = cfg.device.resolve()
         features, labels = generate_dataset(cfg)  # 1: (n, d), (n, 1), on the CPU so every device sees the same data
-        ref = reference(features, labels, cfg.dataset.true_w, cfg.dataset.true_b, cfg.loss.name.value, cfg.lr)
+        ref = closed_form(cfg, features, labels)
         on_reference(ref)
         features, labels = features.to(device), labels.to(device)
         reader = read_dataset(cfg, features, labels)  # 2

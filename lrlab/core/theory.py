@@ -1,16 +1,23 @@
-"""Theory beside every run: the best any estimator does on the same data, and the lr where GD must diverge.
+"""Theory beside every run: the best any estimator does on the same data, and the lr where (S)GD must diverge.
 
 With A = [X, 1] (n, d+1) and θ = (w, b), the configured loss is L(θ) = c/n · ‖Aθ − y‖², with c = ½ for
 ``squared`` and c = 1 for ``mse``. Its Hessian is H = 2c · AᵀA/n: AᵀA/n under ``squared``, twice that
-under ``mse``. Gradient descent on a quadratic is stable only for lr < 2/λ_max(H) (``lr_critical``).
-Minibatch noise makes SGD's edge somewhat lower; ``lr_ratio`` = lr/lr_critical says which side a run is on.
+under ``mse``. Gradient descent on a quadratic is stable only for lr < 2/λ_max(H) (``lr_critical_gd``);
+``lr_ratio`` = lr/lr_critical_gd says which side of that edge a run is on.
 The least-squares fit (OLS) is the floor of statistical error, apart from any optimisation error.
+
+For plain minibatch SGD (``SgdTheory``, batch b, sampling with replacement, a constant step, no momentum):
+``lr_critical_ms``, the lr past which E‖θ − θ_ols‖² diverges, and ``theory_excess_loss``, the stationary
+excess loss at the run's lr. See ``SgdTheory`` and docs/record.md for what they assume.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 LOSS_SCALE = {"squared": 0.5, "mse": 1.0}  # c in L = c/n · ‖Aθ − y‖²
@@ -21,13 +28,25 @@ class Reference:
     ols_train_loss: float  # the configured loss of the least-squares fit on the training set
     ols_w_error: float  # ‖w_ols − true_w‖₂
     ols_b_error: float  # |b_ols − true_b|
-    lr_critical: float  # 2 / λ_max(Hessian of the configured loss)
-    lr_ratio: float  # lr / lr_critical
+    lr_critical_gd: float  # 2 / λ_max(Hessian of the configured loss): full-batch GD's edge
+    lr_ratio: float  # lr / lr_critical_gd
+    # Plain SGD only (None otherwise: momentum, adam, a rank-deficient fit, more than SGD_MAX_FEATURES features):
+    lr_critical_ms: float | None = None  # the lr past which SGD's mean square E‖θ − θ_ols‖² diverges
+    theory_excess_loss: float | None = None  # SGD's stationary E[loss − ols_train_loss] at lr (None past the edge)
     # Empty when AᵀA is invertible; else why the OLS fit is the minimum-norm least-squares solution.
     ols_note: str = ""
+    sgd: SgdTheory | None = field(default=None, compare=False, repr=False)  # what gives the two above at any lr
 
     def as_metrics(self) -> dict[str, float]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, float)}
+
+    def at(self, lr: float, plain_sgd: bool) -> Reference:
+        """The references of a run of these data at ``lr``; the SGD ones only where ``plain_sgd`` (a step of
+        sgd_scratch, or sgd without momentum) and the SGD theory was prepared (``reference(batch_size=...)``)."""
+        sgd = self.sgd if plain_sgd else None
+        edge = sgd.lr_edge() if sgd else None
+        excess = sgd.excess_loss(lr) if sgd else None  # None at or past the edge
+        return replace(self, lr_ratio=lr / self.lr_critical_gd, lr_critical_ms=edge, theory_excess_loss=excess)
 
 
 CHUNK_ROWS = 1 << 16  # rows of A in float64 at a time: 65536·(d+1)·8 bytes per copy (1.5 MiB at d=2)
@@ -125,9 +144,12 @@ def reference(
     loss: str,
     lr: float,
     chunk_rows: int = CHUNK_ROWS,
+    *,
+    batch_size: int | None = None,
 ) -> Reference:
     """Closed-form references for one dataset and loss, in float64, reading the data ``chunk_rows`` rows at a
-    time (see ``normal_equations``): memory beyond the data is a few chunks, whatever n is."""
+    time (see ``normal_equations``): memory beyond the data is a few chunks, whatever n is. With ``batch_size``
+    (a run of plain SGD) also SGD's edge and noise floor at that batch size (``SgdTheory``)."""
     num_examples = len(features)
     gram, moments = normal_equations(features, labels, chunk_rows)  # (d+1, d+1), (d+1,)
     rank = int(torch.linalg.matrix_rank(gram))
@@ -138,14 +160,221 @@ def reference(
         note = f"min-norm least squares: rank(AᵀA) = {rank} < d+1 = {len(gram)} (n = {num_examples})"
     scale = LOSS_SCALE[loss]
     hessian = 2 * scale * gram / num_examples
-    lr_critical = 2 / float(torch.linalg.eigvalsh(hessian).max())
+    lr_critical_gd = 2 / float(torch.linalg.eigvalsh(hessian).max())
     # mean() on the CPU is sum() then a division by n, so this is the one-shot (residual**2).mean().
     mean_squared_residual = _squared_residuals(features, labels, theta, chunk_rows) / num_examples
+    sgd = None
+    if batch_size is not None and not note and len(gram) - 1 <= SGD_MAX_FEATURES:
+        sgd = SgdTheory.prepare(features, labels, gram / num_examples, theta, batch_size, scale, chunk_rows)
     return Reference(
         ols_train_loss=float(scale * mean_squared_residual),
         ols_w_error=float(torch.linalg.vector_norm(theta[:-1] - torch.tensor(true_w, dtype=torch.float64))),
         ols_b_error=float((theta[-1] - true_b).abs()),
-        lr_critical=lr_critical,
-        lr_ratio=lr / lr_critical,
+        lr_critical_gd=lr_critical_gd,
+        lr_ratio=lr / lr_critical_gd,
         ols_note=note,
-    )
+        sgd=sgd,
+    ).at(lr, sgd is not None)
+
+
+# SGD's theory. Rows of A that M(Σ) averages over: all up to SGD_ROWS, beyond a fixed seeded subsample of SGD_ROWS
+# (each application of T costs 4·rows·(d+1)² flops; docs/record.md has the error the subsample makes).
+SGD_ROWS = 1 << 14
+SGD_ROWS_SEED = 0
+SGD_MAX_FEATURES = 256  # wider: no SGD theory (its cost grows as d² per row and step)
+SGD_TOL = 1e-10  # relative residual at which Lanczos stops, for the edge and for each fixed point
+SGD_MAX_STEPS = 300  # Lanczos steps at most; unconverged there, the quantity is not logged
+
+
+class SgdTheory:
+    """The second moment of SGD's error, e = θ − θ_ols (bias included), under plain minibatch SGD: each step
+    draws b examples uniformly WITH replacement and steps by η on the mean gradient of ½(aᵀθ − y)² (``mse``'s
+    gradient is twice that: η = 2c·lr). With H = AᵀA/n, r the OLS residuals and G = mean r² aaᵀ, Σ = E[eeᵀ]
+    follows exactly (once E[e] = (I − ηH)ᵗ e₀ has died out)
+
+        Σ' = T_η(Σ) + (η²/b) G,   T_η = I − ηL + η²K,   L(Σ) = HΣ + ΣH,
+        K(Σ) = (1 − 1/b) HΣH + M(Σ)/b,   M(Σ) = mean (aᵀΣa) aaᵀ = Aᵀ diag(aᵢᵀΣaᵢ) A / n.
+
+    The edge. K and L are symmetric on symmetric matrices (trace inner product), L positive definite, K
+    positive semi-definite. T_η maps PSD to PSD (it is (I−ηH)Σ(I−ηH) plus (η²/b)·the covariance of aaᵀΣ^½),
+    so its spectral radius ρ is an eigenvalue with a PSD eigenvector V (Krein–Rutman). From T_η V = ρV,
+    (1 − ρ)‖V‖² = η⟨V, LV⟩ − η²⟨V, KV⟩ ≥ η⟨V, LV⟩(1 − ημ) with μ the largest eigenvalue of KV = μLV:
+    ρ < 1 for η < 1/μ, and at η = 1/μ that eigenvector has T_η V = V. The mean-square edge is η* = 1/μ, with
+    no bisection: μ is the top Ritz value of Lanczos on L⁻¹K (self-adjoint in ⟨X, Y⟩_L = tr(X L(Y))).
+
+    The fixed point. Σ∞ = T_η(Σ∞) + (η²/b)G is (L − ηK)Σ∞ = (η/b)G, positive definite for η < η*: the same
+    Lanczos, started from L⁻¹G, solves it for every η at once (a shifted tridiagonal system per η), and
+    E[excess loss] = c·tr(HΣ∞) needs only tr(H vⱼ) of each Lanczos vector. For small η it is
+    c·η tr(G)/(2b): η tr(G)/(4b) under ``squared``.
+
+    Everything is in H's eigenbasis (H = UΛUᵀ once, O(d³)), where L⁻¹ and HΣH are element-wise: one step costs
+    one application of M, O(rows·d²), and the Krylov vectors are never kept (plain Lanczos, three-term).
+    Each quantity stops at the first Lanczos step where its own residual is below SGD_TOL, so it has the same
+    bits however far the shared Lanczos has run for other learning rates (a group of the vectorized launcher).
+    The products are numpy's (OpenBLAS) matmuls: the same bits run to run on one machine, on any number of
+    BLAS threads (``tests/unit/test_sgd_theory.py``).
+    """
+
+    def __init__(self, eigenvalues: np.ndarray, rows: np.ndarray, noise: np.ndarray, batch_size: int, scale: float):
+        """``eigenvalues`` of H (p,), ``rows`` of A in H's eigenbasis (m, p), ``noise`` G in it (p, p)."""
+        self.eigenvalues, self.rows, self.batch_size, self.scale = eigenvalues, rows, batch_size, scale
+        self.sums = eigenvalues[:, None] + eigenvalues[None, :]  # L in H's eigenbasis: (LΣ)ᵢⱼ = (λᵢ + λⱼ)Σᵢⱼ
+        self.products = eigenvalues[:, None] * eigenvalues[None, :]  # (HΣH)ᵢⱼ = λᵢλⱼΣᵢⱼ
+        noisy = bool(np.trace(noise) > 0)
+        start = (noise if noisy else np.diag(eigenvalues)) / self.sums  # L⁻¹G (without noise: any PSD start)
+        norm = self._norm(start)
+        self.start_norm = norm if noisy else 0.0
+        self._vector, self._previous = start / norm, np.zeros_like(start)
+        self.alphas: list[float] = []  # the Lanczos tridiagonal T: its diagonal
+        self.betas: list[float] = []  # and off-diagonal; betas[k - 1] couples T_k to the next vector
+        self.traces: list[float] = []  # tr(H vⱼ)
+        self._steps = min(SGD_MAX_STEPS, len(eigenvalues) * (len(eigenvalues) + 1) // 2)
+        self._exhausted = False
+        self._edge: tuple[float | None] | None = None  # cached (η*,) in steps on ½(aᵀθ − y)²
+
+    @classmethod
+    def prepare(
+        cls,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        second_moment: torch.Tensor,
+        theta: torch.Tensor,
+        batch_size: int,
+        scale: float,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> SgdTheory | None:
+        """From the data, H = AᵀA/n (float64) and the OLS fit ``theta``: None where H is not positive definite."""
+        eigenvalues, basis = np.linalg.eigh(second_moment.numpy())
+        if not eigenvalues[0] > 0:
+            return None
+        noise = _noise_moment(features, labels, theta.numpy(), chunk_rows)
+        return cls(eigenvalues, _theory_rows(features) @ basis, basis.T @ noise @ basis, batch_size, scale)
+
+    def _norm(self, matrix: np.ndarray) -> float:
+        return math.sqrt(float(np.sum(matrix * matrix * self.sums)))  # ‖X‖_L = tr(X L(X))^½
+
+    def _apply_k(self, matrix: np.ndarray) -> np.ndarray:
+        rows, b = self.rows, self.batch_size
+        quadratic = np.sum((rows @ matrix) * rows, axis=1)  # aᵢᵀΣaᵢ
+        m = (rows * quadratic[:, None]).T @ rows / len(rows)
+        return (1 - 1 / b) * self.products * matrix + (m + m.T) / (2 * b)
+
+    def _grow(self) -> bool:
+        """One more Lanczos step on L⁻¹K; False where there is none (an invariant subspace, or SGD_MAX_STEPS)."""
+        if self._exhausted:
+            return False
+        vector = self._vector
+        self.traces.append(float(np.dot(self.eigenvalues, np.diag(vector))))
+        applied = self._apply_k(vector)
+        alpha = float(np.sum(vector * applied))
+        following = applied / self.sums - alpha * vector - (self.betas[-1] if self.betas else 0.0) * self._previous
+        beta = self._norm(following)
+        spanned = len(self.alphas) + 1 == len(self.eigenvalues) * (len(self.eigenvalues) + 1) // 2
+        exact = spanned or beta <= 1e-13 * max([alpha, *self.alphas])
+        self.alphas.append(alpha)
+        self.betas.append(0.0 if exact else beta)
+        self._exhausted = exact or len(self.alphas) >= self._steps
+        if not self._exhausted:
+            self._previous, self._vector = vector, following / beta
+        return True
+
+    def _tridiagonal(self, steps: int) -> np.ndarray:
+        t = np.diag(self.alphas[:steps])
+        off = np.array(self.betas[: steps - 1])
+        return t + np.diag(off, 1) + np.diag(off, -1)
+
+    def step_edge(self) -> float | None:
+        """η*, the mean-square edge in steps on ½(aᵀθ − y)²; None if Lanczos did not converge."""
+        if self._edge is None:
+            edge, steps = None, 0
+            while steps < len(self.alphas) or self._grow():
+                steps += 1
+                values, vectors = np.linalg.eigh(self._tridiagonal(steps))
+                if self.betas[steps - 1] * abs(vectors[-1, -1]) <= SGD_TOL * values[-1]:  # top Ritz pair's residual
+                    edge = 1 / float(values[-1])
+                    break
+            self._edge = (edge,)
+        return self._edge[0]
+
+    def stationary_trace(self, step: float) -> float | None:
+        """tr(HΣ∞) at step η (on ½(aᵀθ − y)²); None at or past the edge, or if Lanczos did not converge."""
+        edge = self.step_edge()
+        if edge is None or step >= edge:
+            return None
+        if self.start_norm == 0.0:
+            return 0.0
+        margin = 1 - step / edge  # ‖(I − ηL⁻¹K)⁻¹‖ ≤ 1/margin: the residual bounds the error
+        steps = 0
+        while steps < len(self.alphas) or self._grow():
+            steps += 1
+            y = _tridiagonal_solve(
+                [1 - step * a for a in self.alphas[:steps]], [-step * b for b in self.betas[: steps - 1]]
+            )  # (I − ηT_k) y = e₁
+            if step * self.betas[steps - 1] * abs(y[-1]) <= SGD_TOL * margin:
+                weighted = math.fsum(t * v for t, v in zip(self.traces[:steps], y, strict=True))
+                return step / self.batch_size * self.start_norm * weighted
+        return None
+
+    def lr_edge(self) -> float | None:
+        """``lr_critical_ms``: the mean-square edge as the configured loss's lr."""
+        edge = self.step_edge()
+        return None if edge is None else edge / (2 * self.scale)
+
+    def excess_loss(self, lr: float) -> float | None:
+        """``theory_excess_loss``: E[loss − ols_train_loss] of the configured loss at stationarity, at ``lr``."""
+        trace = self.stationary_trace(2 * self.scale * lr)
+        return None if trace is None else self.scale * trace
+
+
+def _tridiagonal_solve(diagonal: list[float], off: list[float]) -> list[float]:
+    """y with S y = e₁ for the symmetric tridiagonal S (Thomas' algorithm; S is positive definite here)."""
+    size = len(diagonal)
+    upper, rhs = [0.0] * size, [0.0] * size
+    pivot = diagonal[0]
+    rhs[0] = 1 / pivot
+    for i in range(1, size):
+        upper[i - 1] = off[i - 1] / pivot
+        pivot = diagonal[i] - off[i - 1] * upper[i - 1]
+        rhs[i] = -off[i - 1] * rhs[i - 1] / pivot
+    for i in range(size - 2, -1, -1):
+        rhs[i] -= upper[i] * rhs[i + 1]
+    return rhs
+
+
+def _noise_moment(features: torch.Tensor, labels: torch.Tensor, theta: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """G = mean r² aaᵀ over all n examples, r the OLS residuals, chunk by chunk as ``normal_equations`` reads A."""
+    total = np.zeros((len(theta), len(theta)))
+    for start in range(0, len(features), chunk_rows):
+        A = _design_rows(features, start, chunk_rows).numpy()  # (c, d+1)
+        y = labels[start : start + chunk_rows].detach().double().cpu().reshape(-1).numpy()
+        weighted = A * np.abs(A @ theta - y)[:, None]
+        del A
+        total += weighted.T @ weighted
+    return total / len(features)
+
+
+def _theory_rows(features: torch.Tensor) -> np.ndarray:
+    """The rows of A = [X, 1] that M(Σ) averages over, float64 (m, d+1): all n up to SGD_ROWS, else a fixed
+    subsample of SGD_ROWS rows (without repeats, seeded, in index order)."""
+    X = features.detach().cpu()
+    if len(X) > SGD_ROWS:
+        chosen = np.sort(np.random.default_rng(SGD_ROWS_SEED).choice(len(X), SGD_ROWS, replace=False))
+        X = X[torch.from_numpy(chosen)]
+    rows = np.empty((len(X), X.shape[1] + 1))
+    rows[:, :-1] = X.numpy()
+    rows[:, -1] = 1.0
+    return rows
+
+
+def stationary_excess_loss(excess_losses: Sequence[float], epochs: int, theory: float | None) -> dict[str, float]:
+    """``theory_epochs``'s metrics: ``measured_excess_loss``, the mean excess_loss over the last ``epochs``
+    epochs (all there are if fewer), and ``excess_loss_ratio`` = measured / ``theory`` where a positive theory
+    was logged. Nothing for ``epochs`` = 0."""
+    last = list(excess_losses)[-epochs:] if epochs > 0 else []
+    if not last:
+        return {}
+    measured = math.fsum(last) / len(last)
+    metrics = {"measured_excess_loss": measured}
+    if theory is not None and theory > 0:
+        metrics["excess_loss_ratio"] = measured / theory
+    return metrics

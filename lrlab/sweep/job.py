@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from lrlab.core.config import Config
 from lrlab.core.engines.results import EPOCH_METRICS
 from lrlab.core.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
-from lrlab.core.theory import Reference
+from lrlab.core.theory import Reference, stationary_excess_loss
 from lrlab.record.errors import JobFailed, StoreUnreachable
 from lrlab.record.orphans import end_orphans
 from lrlab.record.provenance import code_tags, config_hash, config_yaml, environment_tags, run_params
@@ -151,7 +151,8 @@ def _start_run(
             print(f"not reusing run {other.info.run_id} for {name}: it was made by other lrlab code; running again")
     job_num = int(hydra_cfg.job.num) if multirun else None
     tags = job_tags(cfg, overrides, identity, provenance, job_num, extra_tags)
-    tracker = Tracker.start(uri, experiment_name, run_name=name, tags=tags, parent_run_id=parent_id)
+    known = sweep.experiment_id if sweep else None
+    tracker = Tracker.start(uri, experiment_name, name, tags, parent_run_id=parent_id, experiment=known)
     return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
 
 
@@ -210,7 +211,10 @@ class TrackedRun:
         metrics = {key: getattr(result, key) for key in EPOCH_METRICS}
         self.tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result, self.label))
 
+    reference: Reference | None = None  # what on_reference got: _log_result compares with it
+
     def on_reference(self, ref: Reference) -> None:
+        self.reference = ref
         self.tracker.log_metrics(ref.as_metrics(), step=0)
         if ref.ols_note:
             self.tracker.set_tags({"lrlab.ols": ref.ols_note})
@@ -242,7 +246,7 @@ class TrackedRun:
                 raise KeyboardInterrupt(why) from None
             if isinstance(outcome, BaseException):
                 raise outcome
-            _log_result(tracker, cfg, outcome)
+            _log_result(tracker, cfg, outcome, self.reference)
             status = FINISHED
             return JobResult(tracker.run_id, FINISHED, outcome.history[-1].train_loss, outcome)
         except Exception as error:  # a bug or a crash: record it; a sweep goes on with its other jobs
@@ -260,10 +264,11 @@ class TrackedRun:
                 return JobResult(tracker.run_id, FAILED, math.nan)
             raise JobFailed(f"run {tracker.run_id} failed: {what}") from error
         finally:
-            if status:
-                tracker.end(status)
-            else:
-                tracker.abandon()
+            with interrupt.deferred():  # a second Ctrl-C cuts the record short, not the status
+                if status:
+                    tracker.end(status)
+                else:
+                    tracker.abandon()
 
 
 def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> None:
@@ -276,10 +281,11 @@ def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> No
     tracker.log_figure(figure, "loss_curves.png")
 
 
-def _log_result(tracker: Tracker, cfg: Config, result: TrainResult) -> None:
-    tracker.log_metrics(
-        {"samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds}, cfg.num_epochs
-    )
+def _log_result(tracker: Tracker, cfg: Config, result: TrainResult, ref: Reference | None = None) -> None:
+    theory = ref.theory_excess_loss if ref else None
+    excess = stationary_excess_loss([r.excess_loss for r in result.history], cfg.theory_epochs, theory)
+    timings = {"samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds}
+    tracker.log_metrics({**timings, **excess}, cfg.num_epochs)
     tracker.flush()
     tracker.log_dict(
         {"w": result.w, "b": result.b, "true_w": cfg.dataset.true_w, "true_b": cfg.dataset.true_b}, "params.json"

@@ -96,7 +96,7 @@ def loglog_slope(xs: list[float], ys: list[float]) -> float | None:
 
 
 def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
-    """For an lr sweep: final loss against lr with the OLS floor and lr_critical. For a sample-size sweep:
+    """For an lr sweep: final loss against lr with the OLS floor and lr_critical_gd. For a sample-size sweep:
     w/b error against n with the fitted slope (logged as ``error_slope``; theory says -1/2). Only runs that
     FINISHED with finite values are drawn or fitted."""
     if len(keys) != 1 or keys[0] not in ("lr", "dataset.num_examples"):
@@ -115,7 +115,7 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
             "lr",
             "final train_loss against lr (finished runs)",
             hlines={"OLS floor": first.get("ols_train_loss", math.nan)},
-            vlines={"lr_critical": first.get("lr_critical", math.nan)},
+            vlines={"lr_critical_gd": first.get("lr_critical_gd", math.nan)},
         )
         parent.log_figure(figure, "lr_vs_loss.png")
         return
@@ -252,16 +252,18 @@ def _group_theory(parent: Tracker, varied: list[str], groups: list[Group]) -> No
 
 
 def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
-    """Print and log, across seeds, the fraction that diverged at each lr, against lr_critical."""
+    """Print and log, across seeds, the fraction that diverged at each lr, against lr_critical_gd."""
     if not groups:
         return
     lrs = [float(_shared_param(g.members, "lr")) for g in groups]
     fractions = [len(g.diverged) / max(1, len(g.members)) for g in groups]
-    criticals = [r.data.metrics["lr_critical"] for g in groups for r in g.members if "lr_critical" in r.data.metrics]
+    criticals = [
+        r.data.metrics["lr_critical_gd"] for g in groups for r in g.members if "lr_critical_gd" in r.data.metrics
+    ]
     critical = float(np.median(criticals)) if criticals else math.nan  # each seed draws its own data
     onset = next((lr for lr, f in zip(lrs, fractions, strict=True) if f > 0), None)
     stable = [lr for lr, f in zip(lrs, fractions, strict=True) if f == 0]
-    metrics = {"lr_critical": critical}
+    metrics = {"lr_critical_gd": critical}
     if onset is not None:
         metrics["divergence_onset_lr"] = onset
     if stable:
@@ -271,7 +273,7 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
     counts = ", ".join(f"lr={lr:g}: {len(g.diverged)}/{len(g.members)}" for lr, g in zip(lrs, groups, strict=True))
     where = f"divergence begins at lr={onset:g}" if onset is not None else "no lr diverged"
     across = f", {min(criticals):.3g}–{max(criticals):.3g} across seeds" if criticals else ""
-    print(f"{where} (lr_critical = {critical:.3g}{across}); seeds diverged per lr: {counts}", flush=True)
+    print(f"{where} (lr_critical_gd = {critical:.3g}{across}); seeds diverged per lr: {counts}", flush=True)
     finished = [(lr, g.final("train_loss")) for lr, g in zip(lrs, groups, strict=True) if g.finished]
     if len(finished) >= 2:
         figure = report.versus_bands(
@@ -279,6 +281,6 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
             {"train_loss": [s for _, s in finished]},
             "lr",
             "final train_loss against lr: mean and 95% interval over finished seeds",
-            vlines={"lr_critical (median over seeds)": critical},
+            vlines={"lr_critical_gd (median over seeds)": critical},
         )
         parent.log_figure(figure, "lr_vs_loss.png")

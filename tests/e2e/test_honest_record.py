@@ -36,8 +36,8 @@ def test_a_command_line_choice_beats_the_study_in_param_config_and_computation(
     assert job.data.params["loss"] == "mse" and job.data.params["loss.name"] == "mse"
     logged = yaml.safe_load(Path(client.download_artifacts(job.info.run_id, "config.yaml")).read_text())
     assert logged["loss"]["name"] == "mse"
-    # The computation: under mse the Hessian doubles (lr_critical ≈ 1, not ≈ 2) and the floor is σ², not σ²/2.
-    assert 0.75 < final(client, job, "lr_critical") < 1.25
+    # The computation: under mse the Hessian doubles (lr_critical_gd ≈ 1, not ≈ 2) and the floor is σ², not σ²/2.
+    assert 0.75 < final(client, job, "lr_critical_gd") < 1.25
     assert 5e-5 < final(client, job, "ols_train_loss") < 2e-4
 
 

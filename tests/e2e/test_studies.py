@@ -59,7 +59,7 @@ def test_lr_study_resumes_where_it_stopped_and_skips_what_finished(run_cli: Cli,
     diverged = sorted(str(r.info.run_name) for r in second if r.data.tags.get("lrlab.diverged") == "true")
     assert diverged == ["lr=3.0 seed=0", "lr=3.0 seed=1"]
     assert by_name["lr=3.0"].data.metrics["n_diverged"] == 2 and by_name["lr=0.1"].data.metrics["n_diverged"] == 0
-    assert "divergence begins at lr=3 (lr_critical = " in whole.stdout
+    assert "divergence begins at lr=3 (lr_critical_gd = " in whole.stdout
     assert "seeds diverged per lr: lr=0.01: 0/2, lr=0.1: 0/2, lr=3: 2/2" in whole.stdout
     assert parent.data.metrics["largest_stable_lr"] == 0.1 and parent.data.metrics["divergence_onset_lr"] == 3.0
 

@@ -69,12 +69,12 @@ def test_params_metrics_artifacts_and_status(run_in_process: Callable[..., str],
     assert losses[0] > losses[-1]
     reference = {
         m.key: m
-        for key in ("ols_train_loss", "lr_critical", "lr_ratio")
+        for key in ("ols_train_loss", "lr_critical_gd", "lr_ratio")
         for m in client.get_metric_history(run_id, key)
     }
     assert 3e-5 < reference["ols_train_loss"].value < 8e-5  # σ²/2 with σ = 0.01
-    assert 1.5 < reference["lr_critical"].value < 2.5  # 2/λ_max(XᵀX/n) ≈ 2 for the squared loss
-    assert reference["lr_ratio"].value == pytest.approx(0.03 / reference["lr_critical"].value)
+    assert 1.5 < reference["lr_critical_gd"].value < 2.5  # 2/λ_max(XᵀX/n) ≈ 2 for the squared loss
+    assert reference["lr_ratio"].value == pytest.approx(0.03 / reference["lr_critical_gd"].value)
     excess = max(client.get_metric_history(run_id, "excess_loss"), key=lambda m: m.step).value
     assert excess == pytest.approx(losses[-1] - reference["ols_train_loss"].value, abs=1e-12)
     artifacts = {a.path for a in client.list_artifacts(run_id)}

@@ -7,8 +7,8 @@ Tolerance of the compiled engine's history against the autograd engine's, per co
 
 | dataset         | model          | loss        | optimizer                  | reader      | tolerance |
 |-----------------|----------------|-------------|----------------------------|-------------|-----------|
-| d = 2, n = 103  | scratch/linear | squared/mse | sgd_scratch, sgd, momentum | all three   | exact     |
-| d = 2, n = 103  | scratch/linear | squared/mse | adam                       | all three   | ROUND_OFF |
+| d = 2, n = 103  | scratch/linear | squared/mse | sgd_scratch, sgd, momentum | all four    | exact     |
+| d = 2, n = 103  | scratch/linear | squared/mse | adam                       | all four    | ROUND_OFF |
 | d = 20, n = 203 | scratch/linear | squared/mse | every optimizer            | permutation | ROUND_OFF |
 
 The end-of-epoch evaluation (train_loss, w_error, b_error) runs in the kernel for n <= 32768 and d <= 3, and
@@ -23,7 +23,7 @@ forward pass over d <= 4 features, and ``Xᵀr``, in index order. It was checked
 
 ROUND_OFF: Adam's ``sqrt`` comes from MKL's vector math library in torch, which is off by one ulp now and
 then against the kernel's correctly rounded one; MKL sums a forward pass over d >= 5 features in another
-order than index order. One rounding differs in a step, by an ulp: SGD on a quadratic below lr_critical
+order than index order. One rounding differs in a step, by an ulp: SGD on a quadratic below lr_critical_gd
 damps it while new ones arrive, so the parameters stay within a few ulps (seen: 4 ulps, 1.7e-6, of b ≈ 4.2).
 So parameters, w_error and b_error agree within 1e-5 absolute (20 ulps of 4.2), and train_loss within
 1e-4 relative (seen: 5e-6; near the optimum the loss moves with the square of the parameters' error).
@@ -76,7 +76,8 @@ from tests.conftest import CONF
 
 ENGINES_NAMES = [engine.value for engine in EngineName]
 
-MODELS, LOSSES, READERS = ["scratch", "linear"], ["squared", "mse"], ["permutation", "shuffled_index", "dataloader"]
+MODELS, LOSSES = ["scratch", "linear"], ["squared", "mse"]
+READERS = ["permutation", "shuffled_index", "dataloader", "with_replacement"]
 OPTIMIZERS = ["sgd_scratch", "sgd", "momentum", "adam"]
 EXACT_OPTIMIZERS = {"sgd_scratch", "sgd", "momentum"}
 ROUND_OFF = {"train_loss_rtol": 1e-4, "atol": 1e-5}  # see the module docstring

@@ -1,4 +1,5 @@
-"""Every reader reshuffles each epoch and visits every example exactly once."""
+"""Every reader draws afresh each epoch; all but ``with_replacement`` visit every example exactly once an epoch,
+which draws each of an epoch's n examples uniformly with replacement."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import torch
 
 from lrlab.core.data import READERS
 
+SHUFFLES = sorted(set(READERS) - {"with_replacement"})
 
-@pytest.mark.parametrize("name", sorted(READERS))
+
+@pytest.mark.parametrize("name", SHUFFLES)
 @pytest.mark.parametrize("batch_size", [1, 7, 10, 23])
 def test_reader_visits_every_example_once_per_epoch(name: str, batch_size: int) -> None:
     n = 23
@@ -46,3 +49,23 @@ def test_reader_order_is_the_order_of_its_minibatches(name: str, batch_size: int
         seen = torch.cat([X for X, _ in batches()]).reshape(-1)
         indices = order.order()
         assert indices.dtype == torch.int64 and torch.equal(seen, features[indices].reshape(-1))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 10, 23])
+def test_with_replacement_draws_n_uniform_examples_an_epoch(batch_size: int) -> None:
+    n, epochs = 23, 400
+    features = torch.arange(n, dtype=torch.float32).reshape(n, 1)
+    reader = READERS["with_replacement"](features, -features, batch_size, seed=3)
+    counts = torch.zeros(n)
+    repeats = 0
+    for _ in range(epochs):
+        batches = list(reader())
+        assert len(batches) == -(-n // batch_size)  # ceil(n/b) steps, as every reader
+        assert all(len(X) == batch_size for X, _ in batches[:-1]) and 0 < len(batches[-1][0]) <= batch_size
+        seen = torch.cat([X for X, _ in batches]).reshape(-1)
+        assert torch.equal(torch.cat([y for _, y in batches]).reshape(-1), -seen)  # pairs stay together
+        counts += torch.bincount(seen.long(), minlength=n)
+        repeats += len(seen) - len(set(seen.tolist()))
+    assert counts.sum() == n * epochs and repeats > 0  # n draws an epoch, some of them repeated
+    # Uniform: each example's count is Binomial(n·epochs, 1/n), mean 400, sd 19.6; 5 sd either way.
+    assert counts.min() > epochs - 5 * 19.6 and counts.max() < epochs + 5 * 19.6

@@ -33,13 +33,13 @@ def test_ols_matches_lstsq_and_is_the_loss_floor() -> None:
 @pytest.mark.parametrize("loss", ["squared", "mse"])
 def test_full_batch_gd_converges_just_below_lr_critical_and_diverges_just_above(loss: str) -> None:
     X, y = data()
-    lr_critical = reference(X, y, [2.0, -3.4], 4.2, loss, 1.0).lr_critical
+    lr_critical_gd = reference(X, y, [2.0, -3.4], 4.2, loss, 1.0).lr_critical_gd
     scale = 0.5 if loss == "squared" else 1.0
     A = torch.cat([X, torch.ones(len(X), 1)], 1).double()
     for factor, grows in [(0.95, False), (1.05, True)]:
         theta = torch.zeros(3, 1, dtype=torch.float64)
         for _ in range(400):
-            theta -= factor * lr_critical * 2 * scale * A.T @ (A @ theta - y.double()) / len(A)
+            theta -= factor * lr_critical_gd * 2 * scale * A.T @ (A @ theta - y.double()) / len(A)
         assert (float(theta.abs().max()) > 1e3) is grows
 
 
@@ -94,7 +94,7 @@ def test_chunked_references_agree_with_one_shot(loss: str) -> None:
     one_shot = reference(X, y, [2.0, -3.4], 4.2, loss, 0.03, chunk_rows=len(X))
     assert reference(X, y, [2.0, -3.4], 4.2, loss, 0.03, chunk_rows=2 * len(X)) == one_shot  # one chunk either way
     chunked = reference(X, y, [2.0, -3.4], 4.2, loss, 0.03, chunk_rows=333)
-    for key in ("ols_train_loss", "lr_critical", "lr_ratio"):
+    for key in ("ols_train_loss", "lr_critical_gd", "lr_ratio"):
         assert getattr(chunked, key) == pytest.approx(getattr(one_shot, key), rel=1e-12, abs=0)
     # Errors of an estimate near true_w: a difference of numbers ~4, so agreement is absolute, not relative.
     for key in ("ols_w_error", "ols_b_error"):
