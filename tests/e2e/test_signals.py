@@ -23,7 +23,9 @@ def jobs(runs: list) -> list:  # type: ignore[type-arg]
 
 @pytest.mark.soak
 @pytest.mark.parametrize("attempt", SOAK)
-@pytest.mark.parametrize("second_after", [None, 0.5], ids=["hangup", "hangup-then-ctrl-c"])
+@pytest.mark.parametrize(  # make test: a hangup; make soak adds a Ctrl-C half a second after it
+    "second_after", [None, pytest.param(0.5, marks=pytest.mark.soak_only)], ids=["hangup", "hangup-then-ctrl-c"]
+)
 def test_a_hangup_ends_the_sweep_and_keeps_every_printed_epoch(
     tmp_path: Path, tracking_uri: str, attempt: int, second_after: float | None
 ) -> None:
@@ -49,7 +51,9 @@ def test_a_hangup_ends_the_sweep_and_keeps_every_printed_epoch(
 
 @pytest.mark.soak
 @pytest.mark.parametrize("attempt", SOAK)
-@pytest.mark.parametrize("gap", [0.0, 0.5, 1.5])
+@pytest.mark.parametrize(  # make test: half a second apart; make soak adds at once and 1.5 s apart
+    "gap", [pytest.param(0.0, marks=pytest.mark.soak_only), 0.5, pytest.param(1.5, marks=pytest.mark.soak_only)]
+)
 def test_two_ctrl_c_still_end_the_parent_the_groups_and_the_jobs(
     tmp_path: Path, tracking_uri: str, attempt: int, gap: float
 ) -> None:

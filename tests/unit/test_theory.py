@@ -145,7 +145,7 @@ print(json.dumps({"increase": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
-@pytest.mark.parametrize("d", [600, 1400])
+@pytest.mark.parametrize("d", [pytest.param(600, marks=pytest.mark.soak_only), 1400])  # make soak adds d=600
 def test_the_reference_costs_a_few_times_the_data_at_any_number_of_features(d: int) -> None:
     n = 2000
     done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(n), str(d)], capture_output=True, text=True)
