@@ -28,13 +28,14 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from lrlab.core.config import Config, ConfigError
+from lrlab.core.progress import Bar, bar
 from lrlab.record.errors import JobFailed, UsageError
 from lrlab.record.orphans import ORPHANED, end_orphans
 from lrlab.record.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.record.redact import redact
 from lrlab.record.store import absolute_uri, check_store, resolve_tracking_uri
 from lrlab.sweep import context, interrupt
-from lrlab.sweep.compose import to_config
+from lrlab.sweep.compose import resolving, task_overrides, to_config
 from lrlab.sweep.context import SweepContext
 from lrlab.sweep.jobloader import JobLoader
 from lrlab.sweep.names import REPLICATE_KEY, Planned, group_name, job_run_name
@@ -69,6 +70,7 @@ class SweepPlan:
     keys: list[str]  # the keys they vary, e.g. ["lr"]
 
 
+BAR_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",)  # jobs in this process: a jobs bar
 MAX_JOBS = 10000  # each job is composed and validated before the first starts
 NOT_SWEPT = ("tracking_uri", "experiment_name")  # where a sweep is recorded: one place for all its runs
 
@@ -88,7 +90,7 @@ def plan_sweep(config: DictConfig) -> SweepPlan | None:
     if not str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "LrlabSweeper")):
         return None
     params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    arguments = [f"{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     overrides = parser.parse_overrides(arguments)
     choices: OrderedDict[str, list[str]] = OrderedDict()
@@ -136,14 +138,16 @@ class LrlabCallback(Callback):
     """Registered in conf/config.yaml under ``hydra.callbacks``."""
 
     sweep: _Sweep | None = None  # the sweep this callback started, until it ends
+    progress: Bar | None = None  # its jobs bar (shown on a terminal), where the jobs run in this process
 
     def __getstate__(self) -> dict[str, Any]:  # launchers pickle Hydra's callbacks: a worker ends no sweep
-        return {}
+        return {}  # and shows no jobs bar
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            to_config(config, dict(config.hydra.runtime.choices))  # refuse bad input before the run exists
-            check_store(resolve_tracking_uri(config.get("tracking_uri")))
+            with resolving(config):  # refuse bad input before the run exists
+                to_config(config, dict(config.hydra.runtime.choices))
+                check_store(resolve_tracking_uri(config.get("tracking_uri")))
         except Exception as error:
             raise Abort(error) from error
 
@@ -153,6 +157,9 @@ class LrlabCallback(Callback):
             reserve_private(_sweep_dir(config) / "multirun.yaml")  # Hydra writes it next, with any password
         except Exception as error:
             raise Abort(error) from error
+        target = config.hydra.launcher.get("_target_") if config.hydra.get("launcher") else None
+        if self.sweep is not None and self.sweep.planned and target in BAR_LAUNCHERS:
+            self.progress = bar(len(self.sweep.planned), "jobs", "job", above=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has just written the job's own files (and the sweep's ``multirun.yaml``): no password stays."""
@@ -160,7 +167,14 @@ class LrlabCallback(Callback):
         if config.hydra.mode == RunMode.MULTIRUN:
             scrub_hydra_files(_sweep_dir(config))
 
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if self.progress is not None:  # the jobs bar is this process's: set only where the jobs run in it
+            self.progress.update()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        progress, self.progress = self.progress, None
+        if progress is not None:
+            progress.close()
         sweep, self.sweep = self.sweep, None
         try:
             scrub_hydra_files(_sweep_dir(config))  # jobs that ran on other machines scrubbed only there
@@ -180,24 +194,27 @@ class LrlabCallback(Callback):
         for overrides in plan.jobs if plan else []:
             job = loader.load_sweep_config(config, overrides)
             choices = dict(job.hydra.runtime.choices)
-            cfg = to_config(job, choices)
+            with resolving(job):
+                cfg, params = to_config(job, choices), run_params(job, choices)
             refused = refusal(cfg) if refusal else None
             if refused:
                 raise ConfigError(refused)
-            jobs.append((cfg, run_params(job, choices)))
+            jobs.append((cfg, params))
             group = group_name(overrides, keys) if replicated else None  # what it is apart from its seed
             planned.append(Planned(job_run_name(overrides, keys), config_hash(cfg), group))
         # Every job is valid: now the MLflow side (imported only here, so that a refusal costs no import).
         from lrlab.record.tracking import Tracker, dataset_input
         from lrlab.sweep.groups import plan_groups, start_groups
 
-        cfg = to_config(config, dict(config.hydra.runtime.choices))
+        with resolving(config):
+            cfg = to_config(config, dict(config.hydra.runtime.choices))
         uri = absolute_uri(resolve_tracking_uri(cfg.tracking_uri))  # whatever folder a job runs in
         check_store(uri)
-        swept = " ".join(plan.swept) if plan else redact(" ".join(config.hydra.overrides.task))
+        typed = " ".join(task_overrides(config.hydra))
+        swept = " ".join(plan.swept) if plan else redact(typed)
         tags = {
             "lrlab.sweep": "true",
-            "lrlab.overrides": redact(" ".join(config.hydra.overrides.task)),
+            "lrlab.overrides": redact(typed),
             **code_tags(),
             **environment_tags(cfg.device.resolve()),
         }

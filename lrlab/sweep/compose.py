@@ -6,6 +6,8 @@ builds the dataclass, whose ``__post_init__`` refuses ranges and cross-field rul
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import fields, is_dataclass
 from enum import Enum
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import Container, DictConfig, OmegaConf, open_dict
 
 from lrlab.core.config import (
@@ -79,7 +82,7 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
         raise ConfigError(
             f"{unknown[0]}: no such key (check the spelling; `.venv/bin/lrlab --cfg job` lists every key)"
         )
-    overrides = list(dcfg.hydra.overrides.task) if "hydra" in dcfg else []
+    overrides = task_overrides(dcfg.hydra) if "hydra" in dcfg else []
     for override in overrides:
         key, _, value = override.partition("=")
         group = key.lstrip("+~").removesuffix(".name")
@@ -90,6 +93,26 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
                 f"{group}=<option>, or set a study's option with `- override /{group}: ...`"
             )
     return cfg
+
+
+def task_overrides(hydra_node: Any) -> list[str]:
+    """The job's overrides as typed (``hydra.overrides.task``), ``${...}`` left as written, as Hydra reads them."""
+    return [str(o) for o in OmegaConf.to_container(hydra_node.overrides.task, resolve=False)]  # type: ignore[union-attr]
+
+
+@contextmanager
+def resolving(dcfg: DictConfig) -> Iterator[None]:
+    """``${hydra:...}`` values in ``dcfg`` resolved against its own Hydra node, as they are in its job (Hydra sets
+    its config only when a job runs); the config Hydra had is put back after."""
+    if "hydra" not in dcfg:
+        yield
+        return
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(dcfg)
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = saved
 
 
 def register_configs() -> None:

@@ -32,7 +32,7 @@ from lrlab.record.redact import redact, redact_uri
 from lrlab.record.store import experiment_id, is_server, open_client, resolve_tracking_uri, server_answers
 from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, dataset_input, finished_run
 from lrlab.sweep import context, interrupt
-from lrlab.sweep.compose import to_config
+from lrlab.sweep.compose import task_overrides, to_config
 from lrlab.sweep.context import SweepContext
 from lrlab.sweep.names import job_run_name
 
@@ -129,7 +129,7 @@ def _start_run(
 ) -> TrackedRun | JobResult:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = task_overrides(hydra_cfg)
     params = run_params(dcfg, choices)
     identity = config_hash(cfg)
     name = run_name or job_run_name(overrides, sweep.keys if sweep else None)

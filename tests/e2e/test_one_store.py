@@ -48,3 +48,17 @@ def test_the_experiment_opens_in_the_mlflow_ui_as_model_training(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     experiment = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("lrlab")
     assert experiment is not None and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize("sweep", [True, False])
+def test_hydra_interpolations_work_as_in_any_hydra_app(tmp_path: Path, sweep: bool) -> None:
+    args = ["-m", "lr=0.01,0.1"] if sweep else []
+    done = lrlab(tmp_path, *args, "experiment_name=${hydra:job.name}", "num_epochs=1")
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("run")  # Hydra's job name for python -m lrlab.run
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == (3 if sweep else 1) and {r.info.status for r in runs} == {"FINISHED"}
+    # Recorded as typed (a sweep's jobs in Hydra's escaped spelling), not as resolved.
+    assert all("job.name" in r.data.tags["lrlab.overrides"] for r in runs)

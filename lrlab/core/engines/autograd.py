@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 import time
 
-from tqdm import tqdm
-
 from lrlab.core.engines.results import EpochResult, Problem, Stopped, TrainResult, end_epoch, train_result
+from lrlab.core.progress import bar
 
 PROGRESS_BAR_MIN_BATCHES = 2000  # epochs with at least this many minibatches get a progress bar
 
@@ -20,16 +19,11 @@ def train(problem: Problem) -> TrainResult:
     history: list[EpochResult] = []
     start = time.perf_counter()
     for epoch in range(1, cfg.num_epochs + 1):
-        batches = tqdm(
-            problem.reader(),
-            total=num_batches,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=None if num_batches >= PROGRESS_BAR_MIN_BATCHES else True,
-        )
-        for X, y in batches:
-            if problem.should_stop():
-                raise Stopped(epoch, history)
-            optimizer.update(loss(net(X), y))  # X和y的小批量损失 -> one update
+        enabled = num_batches >= PROGRESS_BAR_MIN_BATCHES
+        with bar(num_batches, f"epoch {epoch}", "batch", enabled=enabled, iterable=problem.reader()) as batches:
+            for X, y in batches:
+                if problem.should_stop():
+                    raise Stopped(epoch, history)
+                optimizer.update(loss(net(X), y))  # X和y的小批量损失 -> one update
         end_epoch(problem, epoch, history)
     return train_result(problem, history, time.perf_counter() - start)

@@ -21,6 +21,7 @@ from lrlab.core.config import Config, LossName
 from lrlab.core.engines.results import EpochResult, Evaluate, Problem, Stopped, TrainResult, end_epoch, train_result
 from lrlab.core.models import LinReg
 from lrlab.core.optim import ScratchSGD, TorchUpdate, Update
+from lrlab.core.progress import bar
 
 WORK_PER_CALL = 1 << 22  # multiply-adds per kernel call, at most: bounds how long a stop waits
 SUM_LANES = 8  # Vectorized<float>::size() of torch's CPU sum kernel: 8 on x86-64, AVX-512 machines included
@@ -31,6 +32,7 @@ PREFETCH_MIN = 1 << 16  # floats of data (256 KiB) from which the rows are prefe
 EVAL_MAX_EXAMPLES = 32768  # torch sums more than this across threads, in another order than _torch_sum
 EVAL_MAX_DIM = 3  # wider: MKL's forward pass and vector_norm sum in other orders
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # a float32 sum past this is inf
+PROGRESS_BAR_MIN_EXAMPLES = 10**6  # epochs of at least this many examples get a progress bar (on a terminal)
 
 
 def _jit(function: Callable[..., Any], fastmath: set[str] | bool = False) -> Any:
@@ -421,11 +423,15 @@ def train(problem: Problem) -> TrainResult:
     start = time.perf_counter()  # after the compile, which is a cost of the process, not of training
     for epoch in range(1, cfg.num_epochs + 1):
         order = problem.reader.order().numpy()
-        for begin in range(0, num_examples, span):
-            if problem.should_stop():
-                raise Stopped(epoch, history)
-            end = min(begin + span, num_examples)
-            _steps(features_np, labels_np, order, begin, end, *args)
+        enabled = num_examples >= PROGRESS_BAR_MIN_EXAMPLES
+        epoch_bar = bar(num_examples, f"epoch {epoch}", "ex", enabled=enabled, unit_scale=True)
+        with epoch_bar as progress:  # closed, off the screen, before end_epoch prints the epoch's line
+            for begin in range(0, num_examples, span):
+                if problem.should_stop():
+                    raise Stopped(epoch, history)
+                end = min(begin + span, num_examples)
+                _steps(features_np, labels_np, order, begin, end, *args)
+                progress.update(end - begin)
         del order  # n int64: freed before the evaluation's temporaries
         end_epoch(problem, epoch, history, evaluate)
     return train_result(problem, history, time.perf_counter() - start)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 from lrlab.core.batched import Member, group_key, train_group
 from lrlab.core.config import Config, ConfigError
 from lrlab.core.engines.results import TrainResult
+from lrlab.core.progress import bar
 from lrlab.record.tracking import KILLED
 from lrlab.sweep import context
 from lrlab.sweep.compose import to_config
@@ -55,8 +56,12 @@ def launch(
     for job in jobs:
         groups.setdefault(group_key(job.cfg), []).append(job)
     log.info(f"Launching {len(jobs)} jobs in {len(groups)} batched group(s)")
-    for members in groups.values():
-        _run_group(hydra_context, config, members)
+    with bar(len(jobs), "jobs", "job", above=True) as progress:  # on a terminal; the epoch lines print above it
+        if progress.shown:  # Hydra's log lines too: its handlers write to stdout as it is now
+            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+        for members in groups.values():
+            _run_group(hydra_context, config, members)
+            progress.update(len(members))
     return [job.ret for job in jobs if job.ret is not None]
 
 
