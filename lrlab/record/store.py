@@ -224,7 +224,9 @@ def read_client(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's training view, not GenAI's
+# An experiment of model training, not GenAI. MLflow 3.17.2's UI reads its own switch instead; the tag is for the
+# store's other readers and the UIs that read it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def experiment_id(client: MlflowClient, uri: str, name: str) -> str:

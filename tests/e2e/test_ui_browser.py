@@ -2,7 +2,8 @@
 
 Needs Debian's chromium at /usr/bin/chromium (.ci/run installs it) and the playwright package (a dev dependency);
 without either the module is skipped with the reason. Run it alone with `pytest -m e2e tests/e2e/test_ui_browser.py`.
-Set LRLAB_SCREENSHOT_DIR to copy the compare page's screenshot there (docs/ui-compare.png is made this way).
+Set LRLAB_SCREENSHOT_DIR to copy the screenshots there: docs/ui-compare.png (the compare page) and
+docs/ui-experiment.png (the experiment's runs in the training view's chart mode) are made this way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,7 +51,11 @@ PARENT = "sweep lr=0.01,0.03,0.1"
 CHILDREN = ("lr=0.01", "lr=0.03", "lr=0.1")
 SERVER_START_TIMEOUT_S = 60
 UI_TIMEOUT_MS = 30_000
-SCREENSHOT = "ui-compare.png"
+COMPARE_SCREENSHOT = "ui-compare.png"
+EXPERIMENT_SCREENSHOT = "ui-experiment.png"
+# The experiment sidebar's entries in MLflow 3.17.2: the GenAI view's own, and the training view's.
+GENAI_ONLY_TABS = ("Overview", "Sessions", "Judges", "Review", "Evaluation runs", "Prompts", "Agent versions")
+TRAINING_TABS = ("Runs", "Models")
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,16 @@ def close_assistant(page: Page) -> None:
         sync_api.expect(close).to_be_hidden()
 
 
+def save_screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    """The page as shown, under tmp_path; copied to LRLAB_SCREENSHOT_DIR too when that is set."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if target := os.environ.get("LRLAB_SCREENSHOT_DIR"):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(target) / name)
+
+
 def test_compare_page_shows_the_three_children_and_train_loss(
     mlflow_ui: str, sweep: Sweep, page: Page, tmp_path: Path
 ) -> None:
@@ -246,9 +262,101 @@ def test_compare_page_shows_the_three_children_and_train_loss(
         expect(switch).to_be_checked()
     expect(page.get_by_role("link", name="train_loss", exact=True)).to_be_visible()  # the metrics table's row
 
-    shot = tmp_path / SCREENSHOT
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
-    if target := os.environ.get("LRLAB_SCREENSHOT_DIR"):
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(target) / SCREENSHOT)
+    save_screenshot(page, tmp_path, COMPARE_SCREENSHOT)
+
+
+def test_experiment_page_shows_the_sweep_in_the_training_view(
+    mlflow_ui: str, sweep: Sweep, page: Page, tmp_path: Path
+) -> None:
+    """The experiment's runs as someone training models sees them: the sweep's children with lr and train_loss
+    in the table, and train_loss against epoch (the UI's "Step") in the chart view, a line per child.
+
+    MLflow 3.17.2's UI does not read the experiment's `mlflow.experimentKind` tag that lrlab sets: the view is
+    the sidebar's GenAI / Model training switch (the URL's workflowType, else the browser's last choice, else
+    GenAI), so a new browser opens every experiment, tagged or not, in the GenAI view. The test picks
+    "Model training" as a person would; a click on the side already chosen changes nothing.
+    """
+    from mlflow.tracking import MlflowClient
+
+    expect = sync_api.expect
+    client = MlflowClient(sweep.tracking_uri)
+    children = {name: client.get_run(run_id) for name, run_id in sweep.child_ids.items()}
+    history = {name: client.get_metric_history(run_id, "train_loss") for name, run_id in sweep.child_ids.items()}
+    epochs = {name: [m.step for m in sorted(points, key=lambda m: m.step)] for name, points in history.items()}
+    assert all(len(steps) >= 2 for steps in epochs.values()), epochs  # a line, not a point, per child
+
+    page.goto(f"{mlflow_ui}/#/experiments/{sweep.experiment_id}/runs")
+    parent_cell = page.get_by_role("gridcell").filter(has_text=PARENT)
+    expect(parent_cell).to_be_visible()
+    close_assistant(page)
+
+    # The training view: its sidebar (Runs, Models), its title (the GenAI view's is "Training runs"),
+    # and none of the GenAI view's tabs.
+    page.get_by_role("button", name="Model training", exact=True).click()
+    sidebar = page.locator("aside").filter(has=page.get_by_role("button", name="Model training", exact=True))
+    for tab in TRAINING_TABS:
+        expect(sidebar.get_by_role("link", name=tab, exact=True)).to_be_visible()
+    for tab in GENAI_ONLY_TABS:
+        expect(sidebar.get_by_role("link", name=tab, exact=True)).to_have_count(0)
+    expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+
+    # The table: the parent expanded to its three children, with the lr and train_loss columns added through
+    # the column selector (the table shows neither by default).
+    parent_cell.get_by_role("button").first.click()
+    for name in CHILDREN:
+        expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+    page.get_by_role("button", name="Columns", exact=True).click()
+    search = page.get_by_placeholder("Search columns")
+    tree = page.get_by_test_id("column-selector-tree")
+    for column in ("train_loss", "lr"):  # a metric and a param; the search also lists ols_train_loss, lr_ratio, ...
+        search.fill(column)
+        title = page.locator(".du-bois-light-tree-title").filter(has_text=re.compile(f"^{column}$"))
+        node = tree.locator(".du-bois-light-tree-treenode").filter(has=title)
+        node.locator(".du-bois-light-tree-checkbox").click()
+        expect(node).to_have_class(re.compile(r"\bdu-bois-light-tree-treenode-checkbox-checked\b"))
+    page.keyboard.press("Escape")
+    expect(search).to_be_hidden()
+    for key, label in (("metrics.`train_loss`", "train_loss"), ("params.`lr`", "lr")):
+        expect(page.locator(f".ag-header-cell[col-id='{key}']")).to_have_text(label)
+    for name, run in children.items():
+        row = page.locator(f"[role=row][row-id='{run.info.run_id}']")
+        expect(row.locator("[col-id='params.`lr`']")).to_have_text(run.data.params["lr"])
+        loss_cell = row.locator("[col-id='metrics.`train_loss`']")
+        expect(loss_cell).to_have_text(re.compile(r"\d"))
+        assert float(loss_cell.inner_text()) == pytest.approx(run.data.metrics["train_loss"], rel=1e-9), name
+
+    # The chart view: the train_loss card, a line per child over its epochs (MLflow's steps).
+    page.locator("label").filter(has=page.locator("input[name='runs-view-mode'][value='CHART']")).click()
+    page.get_by_placeholder("Search metric charts").fill("train_loss")
+    card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+        has=page.get_by_role("heading", name="train_loss", exact=True)
+    )
+    expect(card).to_be_visible()
+    for name in CHILDREN:  # the card's legend
+        expect(card.get_by_text(f"{name} (train_loss)", exact=True)).to_be_visible()
+    plot = card.locator(".js-plotly-plot")
+    expect(plot.locator(".xtitle")).to_have_text("Step")
+    # Each child's histories load on their own: wait until the plot holds a full trace for every child.
+    page.wait_for_function(
+        """([plot, epochs]) => Object.entries(epochs).every(([name, steps]) =>
+            (plot.data || []).some(t => t.name === name && t.x && t.x.length === steps.length))""",
+        arg=[plot.element_handle(), epochs],
+    )
+    traces = plot.evaluate("e => e.data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))")
+    assert {t["name"] for t in traces} == set(CHILDREN), traces
+    for trace in traces:
+        name = trace["name"]
+        points = sorted(history[name], key=lambda m: m.step)
+        assert trace["x"] == epochs[name], trace
+        assert trace["y"] == pytest.approx([m.value for m in points], rel=1e-9), trace
+    # ... and drawn: a marker per child and epoch, and SVG lines across the plot (Plotly drops the middle
+    # vertex of a straight line, so count markers, not vertices; a flat line has no height, which Playwright
+    # calls hidden, so measure the width).
+    expect(plot.locator(".scatterlayer .trace .points path.point")).to_have_count(sum(map(len, epochs.values())))
+    lines = plot.locator(".scatterlayer .trace path.js-line")
+    expect(lines).not_to_have_count(0)
+    widths = lines.evaluate_all("paths => paths.map(p => p.getBBox().width)")
+    assert len(widths) >= len(CHILDREN) and all(width > 100 for width in widths), widths
+
+    page.set_viewport_size({"width": 1400, "height": 1000})  # the two cards the search leaves, not blank page
+    save_screenshot(page, tmp_path, EXPERIMENT_SCREENSHOT)
