@@ -53,6 +53,11 @@ class StoreUnreachable(BaseException):
             "starts against it, which ends them KILLED (tag lrlab.orphaned)"
         )
 
+    @staticmethod
+    def gone(path: object) -> str:
+        """The one line for a SQLite store that was deleted while a sweep wrote to it."""
+        return f"the store {path} is gone (deleted while the sweep ran); lrlab does not make it again"
+
 
 class UsageError(LrlabError):
     """A refusal found outside the config schema (a tracking URI, a study name...)."""

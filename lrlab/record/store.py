@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 
-from lrlab.record.errors import UsageError
+from lrlab.record.errors import StoreUnreachable, UsageError
 from lrlab.record.mlflow_internals import create_experiment, create_sqlite_store, server_get
 from lrlab.record.redact import redact_uri
 
@@ -207,10 +207,14 @@ def ensure_store(uri: str) -> None:
         lock.release()
 
 
-def open_client(uri: str) -> MlflowClient:
-    """A client of the store at ``uri``, which exists when this returns."""
+def open_client(uri: str, create: bool = True) -> MlflowClient:
+    """A client of the store at ``uri``, which exists when this returns. ``create=False``: a store that must
+    exist already (a sweep's, made by its parent): one that is gone is never made again."""
     from mlflow.tracking import MlflowClient
 
+    path = sqlite_path(uri)
+    if not create and path is not None and not path.is_file():
+        raise StoreUnreachable(StoreUnreachable.gone(path))
     ensure_store(uri)
     return MlflowClient(uri)
 

@@ -128,9 +128,10 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
         experiment: str | None = None,
+        create: bool = True,
     ) -> Tracker:
         """A new run in experiment ``experiment_name`` (whose id, when the caller has it, is ``experiment``)."""
-        client = open_client(tracking_uri)
+        client = open_client(tracking_uri, create)  # False: the sweep's store, which must still be there
         experiment = experiment or experiment_id(client, tracking_uri, experiment_name)
         run_name = shorten(run_name)
         all_tags = {MLFLOW_RUN_NAME: run_name, **process_tags(), **(tags or {})}

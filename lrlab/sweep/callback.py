@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from lrlab.core.config import Config, ConfigError
 from lrlab.core.progress import Bar, bar
-from lrlab.record.errors import JobFailed, UsageError
+from lrlab.record.errors import JobFailed, StoreUnreachable, UsageError
 from lrlab.record.orphans import ORPHANED, end_orphans
 from lrlab.record.provenance import code_tags, config_hash, environment_tags, run_params
 from lrlab.record.redact import redact
@@ -329,7 +329,11 @@ def end_cut_short(status: str, store_down: bool = False) -> None:
         return
     from lrlab.record.store import open_client
 
-    client = open_client(cut.tracking_uri)
+    try:
+        client = open_client(cut.tracking_uri, create=False)
+    except StoreUnreachable:  # deleted: nothing is left to end, and nothing is made again
+        context.clear()
+        return
     try:
         end_running_jobs(client, cut.experiment_id, cut.parent_run_id)
     finally:

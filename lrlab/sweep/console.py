@@ -106,7 +106,7 @@ def quiet_libraries() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # the exception, not Hydra's multi-line report
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it would print user:password@
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # MLflow sets its loggers' level when imported
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")  # MLflow sets its loggers' level when imported
     for name in ("urllib3", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # joblib's workers, stopped by an error, leave semaphores that the resource tracker (a process that

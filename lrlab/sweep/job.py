@@ -29,7 +29,14 @@ from lrlab.record.errors import JobFailed, StoreUnreachable
 from lrlab.record.orphans import end_orphans
 from lrlab.record.provenance import code_tags, config_hash, config_yaml, environment_tags, run_params
 from lrlab.record.redact import redact, redact_uri
-from lrlab.record.store import experiment_id, is_server, open_client, resolve_tracking_uri, server_answers
+from lrlab.record.store import (
+    experiment_id,
+    is_server,
+    open_client,
+    resolve_tracking_uri,
+    server_answers,
+    sqlite_path,
+)
 from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, dataset_input, finished_run
 from lrlab.sweep import context, interrupt
 from lrlab.sweep.compose import task_overrides, to_config
@@ -111,7 +118,11 @@ def open_job(
 
 
 def _unreachable(uri: str) -> StoreUnreachable | None:
-    """The error to raise if ``uri`` is a tracking server that no longer answers."""
+    """The error to raise if ``uri`` is a SQLite store that was deleted or a tracking server that no longer
+    answers."""
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        return StoreUnreachable(StoreUnreachable.gone(path))
     if not (is_server(uri) and not server_answers(uri)):
         return None
     return StoreUnreachable(StoreUnreachable.about(redact_uri(uri)))
@@ -137,7 +148,7 @@ def _start_run(
     experiment_name = sweep.experiment_name if sweep else cfg.experiment_name
     provenance = code_tags()
     if sweep is None or not cfg.rerun:
-        client = open_client(uri)
+        client = open_client(uri, create=sweep is None)
         experiment = sweep.experiment_id if sweep else experiment_id(client, uri, experiment_name)
         if sweep is None:  # a sweep's parent has done this for its jobs
             end_orphans(client, experiment, cfg.orphan_timeout)
@@ -152,7 +163,9 @@ def _start_run(
     job_num = int(hydra_cfg.job.num) if multirun else None
     tags = job_tags(cfg, overrides, identity, provenance, job_num, extra_tags)
     known = sweep.experiment_id if sweep else None
-    tracker = Tracker.start(uri, experiment_name, name, tags, parent_run_id=parent_id, experiment=known)
+    tracker = Tracker.start(
+        uri, experiment_name, name, tags, parent_run_id=parent_id, experiment=known, create=sweep is None
+    )
     return TrackedRun(tracker, cfg, dcfg, params, name, uri, job_num, label)
 
 

@@ -62,3 +62,23 @@ def test_hydra_interpolations_work_as_in_any_hydra_app(tmp_path: Path, sweep: bo
     assert len(runs) == (3 if sweep else 1) and {r.info.status for r in runs} == {"FINISHED"}
     # Recorded as typed (a sweep's jobs in Hydra's escaped spelling), not as resolved.
     assert all("job.name" in r.data.tags["lrlab.overrides"] for r in runs)
+
+
+def test_a_store_deleted_during_a_sweep_ends_it_in_one_line_and_is_not_made_again(tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    command = [sys.executable, "-m", "lrlab.run", "-m", "lr=0.01,0.02,0.03", "num_epochs=40", "hydra.sweep.dir=m"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # the first job is training
+        if line.startswith("epoch 5,"):
+            break
+    store.unlink()
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    assert len(err.strip().splitlines()) == 1, err
+    line = err.strip()
+    assert line.startswith("lrlab: error: the store") and "not make it again" in line, line
+    assert not store.exists()
