@@ -106,8 +106,20 @@ def run_ids(db: Path) -> set[str]:
 # A mistyped store: compare and reproduce only read, so they refuse it and create nothing.
 
 
-@pytest.mark.parametrize("command", ["compare", "reproduce"])
-@pytest.mark.parametrize("given", ["flag", "environment", "missing folder"])
+SOAK_ONLY = pytest.mark.soak_only  # make test keeps one case of each kind; make soak runs every pairing
+
+
+@pytest.mark.parametrize(
+    ("command", "given"),
+    [
+        ("compare", "flag"),
+        ("reproduce", "environment"),
+        ("compare", "missing folder"),
+        pytest.param("compare", "environment", marks=SOAK_ONLY),
+        pytest.param("reproduce", "flag", marks=SOAK_ONLY),
+        pytest.param("reproduce", "missing folder", marks=SOAK_ONLY),
+    ],
+)
 def test_a_mistyped_store_is_refused_and_not_created(command: str, given: str, tmp_path: Path) -> None:
     folder = tmp_path / "nosuch" if given == "missing folder" else tmp_path
     typo = folder / "typo.db"
@@ -186,7 +198,7 @@ def test_reproduce_of_a_group_run_is_one_line(swept: Swept, store: Path) -> None
     assert run_ids(store) == run_ids(swept.folder / "mlflow.db")  # nothing ran
 
 
-@pytest.mark.parametrize("removed", ["config.yaml", "artifact folder"])
+@pytest.mark.parametrize("removed", ["config.yaml", pytest.param("artifact folder", marks=SOAK_ONLY)])
 def test_reproduce_of_a_run_without_its_config_is_one_line(removed: str, swept: Swept, store: Path) -> None:
     uri = f"sqlite:///{store}"
     job = swept.jobs[0]

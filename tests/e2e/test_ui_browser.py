@@ -66,9 +66,16 @@ class Sweep:
     child_ids: dict[str, str]  # run name -> run id
 
 
-@pytest.fixture
-def sweep(tmp_path: Path) -> Sweep:
-    """The canonical sweep, run by the real CLI into a real SQLite store under tmp_path."""
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the module's sweep and server: both tests read the same store, and change nothing in it."""
+    return tmp_path_factory.mktemp("ui")
+
+
+@pytest.fixture(scope="module")
+def sweep(store_dir: Path) -> Sweep:
+    """The canonical sweep, run by the real CLI into a real SQLite store under store_dir."""
+    tmp_path = store_dir
     from mlflow.tracking import MlflowClient
 
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -111,9 +118,10 @@ def healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def mlflow_ui(tmp_path: Path, sweep: Sweep) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def mlflow_ui(store_dir: Path, sweep: Sweep) -> Iterator[str]:
     """`mlflow server` over the sweep's store on a free loopback port; its base URL. Always stopped afterwards."""
+    tmp_path = store_dir
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [

@@ -108,7 +108,7 @@ def test_compiled_epochs_show_a_bar_on_a_terminal(tmp_path: Path) -> None:
     _assert_epoch_lines_whole(text, 3)
 
 
-@pytest.mark.parametrize("launcher", ["basic", "vectorized"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("vectorized", marks=pytest.mark.soak_only)])
 def test_a_sweep_shows_a_jobs_bar_on_a_terminal(tmp_path: Path, launcher: str) -> None:
     code = "import sys; from lrlab.run import main; sys.argv[0] = 'lrlab'; main()"
     args = [
