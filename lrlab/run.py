@@ -89,20 +89,23 @@ def main() -> None:
     interrupt.install()
     bound_http_retries()
     try:
-        _main()
-    except KeyboardInterrupt:  # a second signal before the first one's ending took hold: end it now
+        code = _main()
+    except KeyboardInterrupt:  # a stop, or a second signal before the first one's ending took hold
         with interrupt.deferred():
             _end_sweep_after("KILLED")
             print(INTERRUPTED, file=sys.stderr)
+        code = 130
+    if code is not None:
         interrupt.exiting()
-        sys.exit(130)
+        sys.exit(code)
 
 
 INTERRUPTED = "lrlab: interrupted: the running run and its sweep end KILLED (every epoch printed is stored)"
 
 
-def _main() -> None:
-    """Run Hydra's app; on any way out, end the sweep (if one started) with signals held, then say why."""
+def _main() -> int | None:
+    """Run Hydra's app; on an error, end the sweep (if one started) with signals held, say why, and return the
+    exit code (an interrupt goes up to ``main``)."""
     try:
         try:
             _refuse_before_hydra(sys.argv[1:])
@@ -114,19 +117,11 @@ def _main() -> None:
         with interrupt.deferred():
             _end_sweep_after("FAILED", store_down=True)
             print(f"lrlab: error: {down}", file=sys.stderr)
-        interrupt.exiting()
-        sys.exit(down.exit_code)
-    except KeyboardInterrupt:
-        with interrupt.deferred():
-            _end_sweep_after("KILLED")
-            print(INTERRUPTED, file=sys.stderr)
-        interrupt.exiting()
-        sys.exit(130)
+        return down.exit_code
     except Exception as error:
         with interrupt.deferred():
-            exit_code = _fail(error)
-        interrupt.exiting()
-        sys.exit(exit_code)
+            return _fail(error)
+    return None
 
 
 def _fail(error: Exception) -> int:

@@ -100,20 +100,10 @@ class PermutationReader:
         return torch.randperm(len(self.features), generator=self.generator)
 
 
-class WithReplacementReader:
+class WithReplacementReader(PermutationReader):
     """Sampling with replacement: each epoch's n indices are drawn uniformly and independently (``randint``),
     then sliced into minibatches as ``PermutationReader`` slices its permutation. Each step's examples are
     independent draws, the setting in which ``theory.SgdTheory`` is exact (when batch_size divides n)."""
-
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.features, self.labels, self.batch_size = features, labels, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self) -> Batches:
-        drawn = self.order().to(self.features.device)
-        drawn_x, drawn_y = self.features[drawn], self.labels[drawn]
-        for i in range(0, len(self.features), self.batch_size):
-            yield drawn_x[i : i + self.batch_size], drawn_y[i : i + self.batch_size]
 
     def order(self) -> torch.Tensor:
         num_examples = len(self.features)

@@ -37,6 +37,7 @@ from lrlab.record.store import absolute_uri, check_store, resolve_tracking_uri
 from lrlab.sweep import context, interrupt
 from lrlab.sweep.compose import resolving, task_overrides, to_config
 from lrlab.sweep.context import SweepContext
+from lrlab.sweep.hydra_internals import BASIC_LAUNCHER
 from lrlab.sweep.jobloader import JobLoader
 from lrlab.sweep.names import REPLICATE_KEY, Planned, group_name, job_run_name
 from lrlab.sweep.scrub import reserve_private, scrub_hydra_files
@@ -70,7 +71,6 @@ class SweepPlan:
     keys: list[str]  # the keys they vary, e.g. ["lr"]
 
 
-BAR_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",)  # jobs in this process: a jobs bar
 MAX_JOBS = 10000  # each job is composed and validated before the first starts
 NOT_SWEPT = ("tracking_uri", "experiment_name")  # where a sweep is recorded: one place for all its runs
 
@@ -158,7 +158,7 @@ class LrlabCallback(Callback):
         except Exception as error:
             raise Abort(error) from error
         target = config.hydra.launcher.get("_target_") if config.hydra.get("launcher") else None
-        if self.sweep is not None and self.sweep.planned and target in BAR_LAUNCHERS:
+        if self.sweep is not None and self.sweep.planned and target == BASIC_LAUNCHER:
             self.progress = bar(len(self.sweep.planned), "jobs", "job", above=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -5,6 +5,7 @@
   composed once. Hydra ships it as a core plugin, not as an API. ``hydra_plugins/lrlab_sweeper`` names it
   directly: Hydra's plugin scan loads that module on its own, and a subclass of the name re-exported from
   here failed there (``TypeError`` from ``super()``); the test checks that both are one class.
+- ``BASIC_LAUNCHER``: where the basic launcher's class lives, to tell its sweeps (jobs in this process).
 - ``get_overrides_dirname``: how Hydra's config loader spells ``hydra.job.override_dirname``, which
   ``JobLoader`` must set as Hydra would.
 """
@@ -15,5 +16,7 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 READ_AGAINST = "1.3.8"
+# hydra/launcher=basic's class, as Hydra's config names it: the launcher whose jobs run in this process.
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
-__all__ = ["READ_AGAINST", "BasicSweeper", "get_overrides_dirname"]
+__all__ = ["BASIC_LAUNCHER", "READ_AGAINST", "BasicSweeper", "get_overrides_dirname"]

@@ -58,3 +58,15 @@ def test_overrides_dirname_is_spelled_as_hydra_spells_it() -> None:
     assert hydra_internals.get_overrides_dirname(overrides, exclude_keys=[], item_sep=",", kv_sep="=") == (
         "+extra=a,batch_size=5,lr=0.1"
     )
+
+
+def test_the_basic_launcher_is_where_hydra_names_it() -> None:
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+
+    import lrlab
+    from lrlab.api import composition
+
+    assert composition(lrlab.compose()).hydra.launcher._target_ == hydra_internals.BASIC_LAUNCHER  # the default
+    launcher = get_class(hydra_internals.BASIC_LAUNCHER)
+    assert issubclass(launcher, Launcher) and launcher.__name__ == "BasicLauncher"
