@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrlab.core.averaging import Average
 from lrlab.core.config import Config, EngineName, LossName, OptimizerName
 from lrlab.core.engines.results import (
     Diverged,
@@ -55,6 +56,7 @@ from lrlab.core.pipeline import (
     read_dataset,
     torch_threads,
 )
+from lrlab.core.schedules import averaging_start, factors
 from lrlab.core.theory import Reference
 
 # What may differ inside a group: what only one member's model sees. ``init_seed`` (or ``seed`` where
@@ -143,15 +145,19 @@ def _train(
         Problem(m.cfg, net, loss, define_optimizer(m.cfg, net), reader, features, labels, member_ref, m.on_epoch)
         for m, net, member_ref in zip(members, nets, refs, strict=True)
     ]
-    group = _Group(members, problems, end)
+    steps_per_epoch = -(-len(features) // first.batch_size)
+    start_averaging = averaging_start(first.averaging, steps_per_epoch * first.num_epochs)  # the group's
+    averages = [Average(net, start_averaging) for net in nets]
+    group = _Group(members, problems, averages, end)
     if first.engine.name is EngineName.autograd:
-        steps = _torch_steps(members, nets, device)
+        steps = _torch_steps(members, nets, averages, device)
     else:
-        steps = _numba_steps(members, problems)
+        steps = _numba_steps(members, problems, averages)
     group.set_params, group.evaluate = steps.set_params, steps.evaluate
     start = time.perf_counter()
     for epoch in range(1, first.num_epochs + 1):
-        steps.epoch(features, labels, reader.order(), group, should_stop, epoch)
+        lr_factors = factors(first.schedule, steps_per_epoch, first.num_epochs, epoch)  # the group's schedule
+        steps.epoch(features, labels, reader.order(), lr_factors, group, should_stop, epoch)
         if not group.active:  # stopped
             return
         group.end_epoch(epoch)
@@ -166,11 +172,15 @@ class _Group:
     """The members still training, and the end of an epoch for each of them."""
 
     def __init__(
-        self, members: list[Member], problems: list[Problem], end: Callable[[int, TrainResult | BaseException], None]
+        self,
+        members: list[Member],
+        problems: list[Problem],
+        averages: list[Average],
+        end: Callable[[int, TrainResult | BaseException], None],
     ) -> None:
-        self.members, self.problems, self.end = members, problems, end
+        self.members, self.problems, self.averages, self.end = members, problems, averages, end
         self.active = list(range(len(members)))
-        self.set_params: Callable[[int, LinReg], None] = lambda index, net: None  # see _Steps
+        self.set_params: Callable[[int], None] = lambda index: None  # see _Steps
         self.evaluate: Evaluate | None = None  # see _Steps
 
     def stop(self, epoch: int) -> None:
@@ -182,9 +192,10 @@ class _Group:
         still = []
         for index in self.active:
             problem = self.problems[index]
-            self.set_params(index, problem.net)
+            self.set_params(index)
+            averaged = self.averages[index].averaged()
             try:
-                end_epoch(problem, epoch, self.members[index].history, self.evaluate)
+                end_epoch(problem, epoch, self.members[index].history, self.evaluate, averaged)
             except Diverged as error:  # this member ends here, frozen; the others go on
                 self.end(index, error)
                 continue
@@ -195,37 +206,43 @@ class _Group:
 @dataclass
 class _Steps:
     """How a group's models train: ``epoch`` runs one epoch of steps over the active members (or stops them
-    all at a stop); ``set_params`` copies member ``index``'s parameters into its step-4 model; ``evaluate``
+    all at a stop); ``set_params`` copies member ``index``'s parameters into its step-4 model, and its mean
+    of the iterates into its ``Average``; ``evaluate``
     is the engine's own evaluation of a model at the end of an epoch, as for one run (None: torch's)."""
 
-    epoch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, _Group, Callable[[], bool], int], None]
-    set_params: Callable[[int, LinReg], None]
+    epoch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, _Group, Callable[[], bool], int], None]
+    set_params: Callable[[int], None]
     evaluate: Evaluate | None = None
 
 
-def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device) -> _Steps:
+def _torch_steps(members: list[Member], nets: list[LinReg], averages: list[Average], device: torch.device) -> _Steps:
     """engine=autograd: one epoch of steps over the active columns of the (d+1, K) parameters."""
     cfg = members[0].cfg
     d = len(cfg.dataset.true_w)
     columns = [torch.cat([p.detach().reshape(-1) for p in net.parameters()]) for net in nets]
     params = torch.stack(columns, dim=1)  # (d+1, K): rows w_0..w_{d-1}, b
-    lr = torch.tensor([[np.float32(m.cfg.lr) for m in members]], device=device)  # (1, K), as torch rounds lr
+    lr = torch.tensor([[m.cfg.lr for m in members]], dtype=torch.float64, device=device)  # (1, K)
     momentum = torch.tensor([[np.float32(m.cfg.optimizer.momentum) for m in members]], device=device)
     has_momentum = torch.tensor([[m.cfg.optimizer.momentum != 0 for m in members]], device=device)
     scratch = cfg.optimizer.name is OptimizerName.sgd_scratch
     mse = cfg.loss.name is LossName.mse
-    state: dict[str, Any] = {"buffer": None, "count": 0}
+    state: dict[str, Any] = {"buffer": None, "count": 0, "averaged": 0}
+    means = torch.zeros(d + 1, len(members), dtype=torch.float64, device=device)  # each column's Average
+    start_averaging = averages[0].start  # the group's: -1, none
 
-    def set_params(index: int, net: LinReg) -> None:
-        w, b = net.parameters()
+    def set_params(index: int) -> None:
+        w, b = nets[index].parameters()
         with torch.no_grad():
             w.copy_(params[:d, index].reshape(w.shape))
             b.copy_(params[d, index].reshape(b.shape))
+            averages[index].mean.copy_(means[:, index])
+        averages[index].count[0] = state["averaged"]
 
     def epoch(
         features: torch.Tensor,
         labels: torch.Tensor,
         order: torch.Tensor,
+        lr_factors: np.ndarray,
         group: _Group,
         should_stop: Callable[[], bool],
         epoch: int,
@@ -233,7 +250,8 @@ def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device
         active = group.active
         cols = torch.tensor(active, device=device)
         p = params[:, cols]  # (d+1, k) the active members' parameters
-        neg_lr, scale = -lr[:, cols], lr[:, cols]
+        mean = means[:, cols]
+        base_lr = lr[:, cols]
         mom, has_mom = momentum[:, cols], has_momentum[:, cols]
         buffer = state["buffer"][:, cols] if state["buffer"] is not None else None
         order = order.to(device)
@@ -244,6 +262,8 @@ def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device
                 params[:, cols] = p
                 group.stop(epoch)
                 return
+            scale = (base_lr * float(lr_factors[i // cfg.batch_size])).float()  # the step's lr, as torch rounds it
+            neg_lr = -scale
             X, y = shuffled_x[i : i + cfg.batch_size], shuffled_y[i : i + cfg.batch_size]  # (B, d), (B, 1)
             size = len(X)
             # The loss gradient per example, as autograd composes it: ScratchSGD backpropagates the sum
@@ -266,7 +286,11 @@ def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device
             else:  # [buf.mul_(momentum).add_(grad)]; param.add_(buf, alpha=-lr), a fused multiply-add
                 buffer = grad.clone() if state["count"] == 1 or buffer is None else buffer * mom + grad
                 p = torch.addcmul(p, torch.where(has_mom, buffer, grad), neg_lr.expand_as(p))
+            if 0 <= start_averaging < state["count"]:  # Average.add's arithmetic, column by column
+                state["averaged"] += 1
+                mean = mean + (p.double() - mean) / state["averaged"]
         params[:, cols] = p
+        means[:, cols] = mean
         if buffer is not None:
             if state["buffer"] is None:
                 state["buffer"] = torch.zeros_like(params)
@@ -275,7 +299,7 @@ def _torch_steps(members: list[Member], nets: list[LinReg], device: torch.device
     return _Steps(epoch, set_params)
 
 
-def _numba_steps(members: list[Member], problems: list[Problem]) -> _Steps:
+def _numba_steps(members: list[Member], problems: list[Problem], averages: list[Average]) -> _Steps:
     """engine=compiled: the compiled engine's kernel over each active member, at most an epoch a call."""
     from lrlab.core.engines import compiled
 
@@ -291,18 +315,22 @@ def _numba_steps(members: list[Member], problems: list[Problem]) -> _Steps:
     w, b = np.ascontiguousarray(weights[:, :d]), np.ascontiguousarray(weights[:, d:])  # (K, d), (K, 1)
     state, count = np.zeros((len(members), 3, d + 1), np.float32), np.zeros((len(members), 1), np.int64)
     mse = compiled.is_mse(cfg)
+    means, averaged = np.zeros((len(members), d + 1)), np.zeros((len(members), 1), np.int64)
     compiled_once: list[bool] = []
 
-    def set_params(index: int, net: LinReg) -> None:
-        wp, bp = net.parameters()
+    def set_params(index: int) -> None:
+        wp, bp = nets[index].parameters()
         with torch.no_grad():
             wp.copy_(torch.from_numpy(w[index]).reshape(wp.shape))
             bp.copy_(torch.from_numpy(b[index]).reshape(bp.shape))
+            averages[index].mean.copy_(torch.from_numpy(means[index]))
+        averages[index].count[0] = averaged[index, 0]
 
     def epoch(
         features: torch.Tensor,
         labels: torch.Tensor,
         order: torch.Tensor,
+        lr_factors: np.ndarray,
         group: _Group,
         should_stop: Callable[[], bool],
         epoch: int,
@@ -311,7 +339,8 @@ def _numba_steps(members: list[Member], problems: list[Problem]) -> _Steps:
         features_np, labels_np = features.contiguous().numpy(), labels.reshape(-1).contiguous().numpy()
         mask = np.zeros(len(members), np.bool_)
         mask[active] = True
-        args = (cfg.batch_size, w, b, rule, mse, hyper, state, count, mask)
+        model = (cfg.batch_size, w, b, rule, mse, hyper, state, count)
+        args = (*model, lr_factors, means, averaged, averages[0].start, mask)
         if not compiled_once:  # compiles, or loads numba's cache: no steps
             compiled.steps_of_group(features_np, labels_np, np.empty(0, np.int64), 0, 0, *args)
             compiled_once.append(True)

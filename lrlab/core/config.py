@@ -69,6 +69,19 @@ class EngineName(Enum):
         return ("cpu",) if self is EngineName.compiled else ("cpu", "cuda", "mps", "auto")
 
 
+class ScheduleName(Enum):
+    constant = "constant"  # lr at every step (the default)
+    step = "step"  # lr · gamma^⌊epoch / every⌋: multiplied by gamma every ``every`` epochs
+    inverse_time = "inverse_time"  # lr / (1 + t/tau), t the steps taken
+    cosine = "cosine"  # lr · ½(1 + cos(π t/T)) over the T steps of training after the warm-up
+
+
+class AveragingName(Enum):
+    none = "none"  # the last iterate only
+    polyak = "polyak"  # also the mean of every iterate (Polyak–Ruppert)
+    tail = "tail"  # also the mean of the iterates of the last ``averaging.tail`` fraction of the steps
+
+
 class DeviceName(Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -164,6 +177,35 @@ class ReaderConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The learning rate at each step: the top-level ``lr`` times the schedule's factor, after an optional
+    linear warm-up over ``warmup`` steps (factor (t+1)/warmup for the first ``warmup`` steps t = 0, 1, ...)."""
+
+    name: ScheduleName = ScheduleName.constant
+    warmup: int = 0  # steps of linear warm-up; the schedule's own t counts from the warm-up's end
+    every: int = 1  # step: epochs between two decays
+    gamma: float = 0.1  # step: the factor of each decay
+    tau: float = 100.0  # inverse_time: the steps after which the lr is halved
+
+    def __post_init__(self) -> None:
+        _require(self.warmup >= 0, "schedule.warmup", "an integer >= 0 (steps)", self.warmup)
+        _require(self.every > 0, "schedule.every", "a positive integer (epochs)", self.every)
+        _require(_is_number(self.gamma) and 0 < self.gamma <= 1, "schedule.gamma", "a number in (0, 1]", self.gamma)
+        _require(_is_number(self.tau) and self.tau > 0, "schedule.tau", "a finite number > 0 (steps)", self.tau)
+
+
+@dataclass
+class AveragingConfig:
+    """Iterate averaging: a model beside the trained one, the running mean (float64) of the iterates."""
+
+    name: AveragingName = AveragingName.none
+    tail: float = 0.5  # tail: the fraction of the training's steps, at its end, whose iterates are averaged
+
+    def __post_init__(self) -> None:
+        _require(_is_number(self.tail) and 0 < self.tail <= 1, "averaging.tail", "a number in (0, 1]", self.tail)
+
+
+@dataclass
 class DeviceConfig:
     name: DeviceName = DeviceName.cpu
 
@@ -218,6 +260,8 @@ class Config:
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
 
     lr: float = 0.03
     batch_size: int = 10
@@ -318,7 +362,8 @@ class Config:
         they give, and ``device`` as the device it resolved to, so that two spellings of one computation
         (``optimizer=momentum`` and ``optimizer=sgd optimizer.momentum=0.9``) have one identity. The engine
         counts only when it is not the default ``autograd``, the computation every run made before engines
-        existed, so that those runs keep their identity.
+        existed, so that those runs keep their identity; so do ``schedule`` and ``averaging`` (and of a
+        schedule only the keys it reads).
         """
         tree = _plain(asdict(self))
         where = ("experiment_name", "tracking_uri", "rerun", "orphan_timeout", "plot_curves")
@@ -337,6 +382,17 @@ class Config:
             tree.pop("theory_epochs")
         if self.engine.name is EngineName.autograd:
             tree.pop("engine")
+        if self.schedule == ScheduleConfig():  # the defaults, likewise
+            tree.pop("schedule")
+        else:  # only the keys the chosen schedule reads
+            unread = {ScheduleName.constant: ("every", "gamma", "tau"), ScheduleName.step: ("tau",)}
+            unread |= {ScheduleName.inverse_time: ("every", "gamma"), ScheduleName.cosine: ("every", "gamma", "tau")}
+            for key in unread[self.schedule.name]:
+                tree["schedule"].pop(key)
+        if self.averaging.name is AveragingName.none:
+            tree.pop("averaging")
+        elif self.averaging.name is AveragingName.polyak:
+            tree["averaging"].pop("tail")
         return tree
 
 

@@ -36,6 +36,9 @@ class ScratchSGD:
         losses.sum().backward()
         sgd(self.params, self.lr, len(losses))
 
+    def set_lr(self, lr: float) -> None:
+        self.lr = lr
+
 
 class TorchUpdate:
     """A ``torch.optim`` optimiser stepping on the minibatch mean loss, as in §3.3."""
@@ -47,6 +50,10 @@ class TorchUpdate:
         self.optimizer.zero_grad()
         losses.mean().backward()
         self.optimizer.step()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
 
 Update = ScratchSGD | TorchUpdate

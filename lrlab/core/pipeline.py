@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from lrlab.core import engines
-from lrlab.core.config import Config, OptimizerName
+from lrlab.core.config import Config, OptimizerName, ScheduleName
 from lrlab.core.data import READERS, Reader, synthetic_data
 from lrlab.core.engines.results import Diverged, EpochResult, Problem, Stopped, TrainResult
 from lrlab.core.losses import LOSSES, Loss
@@ -98,10 +98,11 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def plain_sgd(cfg: Config) -> bool:
-    """Whether ``cfg`` steps by plain minibatch SGD (sgd_scratch, or sgd without momentum): the runs that
-    ``theory.SgdTheory`` describes."""
+    """Whether ``cfg`` steps by plain minibatch SGD (sgd_scratch, or sgd without momentum) with a constant lr
+    (after any warm-up): the runs that ``theory.SgdTheory`` describes."""
     name = cfg.optimizer.name
-    return name is OptimizerName.sgd_scratch or (name is OptimizerName.sgd and cfg.optimizer.momentum == 0)
+    plain = name is OptimizerName.sgd_scratch or (name is OptimizerName.sgd and cfg.optimizer.momentum == 0)
+    return plain and cfg.schedule.name is ScheduleName.constant
 
 
 def closed_form(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> Reference:

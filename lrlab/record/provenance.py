@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # MLflow's standard tags (mlflow.utils.mlflow_tags), which its UI shows as Source, Version and User.
 MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME = "mlflow.source.git.commit", "mlflow.source.name"
 MLFLOW_SOURCE_TYPE, MLFLOW_USER = "mlflow.source.type", "mlflow.user"
-GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "engine", "launcher")
+GROUPS = ("dataset", "model", "loss", "optimizer", "reader", "device", "engine", "schedule", "averaging", "launcher")
 PACKAGE = Path(__file__).resolve().parents[1]  # lrlab/
 REPO_ROOT = PACKAGE.parent
 

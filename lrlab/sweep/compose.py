@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import Container, DictConfig, OmegaConf, open_dict
 
 from lrlab.core.config import (
+    AveragingName,
     Config,
     ConfigError,
     DeviceName,
@@ -27,6 +28,7 @@ from lrlab.core.config import (
     ModelName,
     OptimizerName,
     ReaderName,
+    ScheduleName,
 )
 from lrlab.record.keys import flatten
 from lrlab.record.provenance import GROUPS, job_tree
@@ -43,6 +45,8 @@ ENUM_GROUPS: dict[str, type[Enum]] = {
     "reader": ReaderName,
     "device": DeviceName,
     "engine": EngineName,
+    "schedule": ScheduleName,
+    "averaging": AveragingName,
 }
 NAMED_GROUPS = tuple(group for group in GROUPS if group != "launcher")  # the groups with a ``name`` field
 

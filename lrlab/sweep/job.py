@@ -221,8 +221,7 @@ class TrackedRun:
 
     def on_epoch(self, result: EpochResult) -> None:
         # printed only once stored: an epoch on the screen is an epoch in the record
-        metrics = {key: getattr(result, key) for key in EPOCH_METRICS}
-        self.tracker.log_metrics(metrics, result.epoch, announce=lambda: print_epoch(result, self.label))
+        self.tracker.log_metrics(result.metrics(), result.epoch, announce=lambda: print_epoch(result, self.label))
 
     reference: Reference | None = None  # what on_reference got: _log_result compares with it
 

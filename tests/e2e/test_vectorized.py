@@ -26,8 +26,9 @@ pytestmark = pytest.mark.e2e
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 RELATIVE = 1e-6
 TIMINGS = ("train_seconds", "samples_per_second")  # wall time: a property of the launch, not of the numbers
-# lr=3 diverges in epoch 1; 1003 examples leave a last minibatch of 3; seed=0,1 nests the jobs under group runs.
-SWEEP = ("-m", "lr=0.03,3", "seed=0,1", "dataset.num_examples=1003")
+# lr=3 diverges in epoch 1; 1003 examples leave a last minibatch of 3; seed=0,1 nests the jobs under group runs;
+# a schedule and an averaged model, whose metrics are recorded beside the last iterate's.
+SWEEP = ("-m", "lr=0.03,3", "seed=0,1", "dataset.num_examples=1003", "schedule=cosine", "averaging=tail")
 
 
 def by_name(client: MlflowClient) -> dict[str, Run]:
@@ -76,6 +77,8 @@ def test_vectorized_sweep_records_what_the_basic_launcher_records(
         }, name
         expected, got = histories(MlflowClient(basic_uri), b), histories(client, v)
         assert sorted(got) == sorted(expected), name
+        if name == "lr=0.03 seed=0":  # averaged from the middle of its 3 epochs: epochs 2 and 3
+            assert [s for s, _ in got["avg_train_loss"]] == [2, 3] and math.isfinite(got["avg_w_error"][-1][1])
         for key, steps in expected.items():
             assert [s for s, _ in got[key]] == [s for s, _ in steps], (name, key)
             for (_, x), (_, y) in zip(steps, got[key], strict=True):

@@ -17,11 +17,13 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from lrlab.core.averaging import Average
 from lrlab.core.config import Config, LossName
 from lrlab.core.engines.results import EpochResult, Evaluate, Problem, Stopped, TrainResult, end_epoch, train_result
 from lrlab.core.models import LinReg
 from lrlab.core.optim import ScratchSGD, TorchUpdate, Update
 from lrlab.core.progress import bar
+from lrlab.core.schedules import averaging_start, factors
 
 WORK_PER_CALL = 1 << 22  # multiply-adds per kernel call, at most: bounds how long a stop waits
 SUM_LANES = 8  # Vectorized<float>::size() of torch's CPU sum kernel: 8 on x86-64, AVX-512 machines included
@@ -199,11 +201,15 @@ def _steps(
     hyper: Any,  # (5,) float64: lr, momentum, beta1, beta2, eps
     state: Any,  # (3, d+1) float32: the momentum buffer, or Adam's exp_avg and exp_avg_sq, for (w, b)
     count: Any,  # (1,) int64: the steps taken so far
+    factors: Any,  # (steps of the epoch,) float64: the lr's factor at each step (lrlab/core/schedules.py)
+    avg: Any,  # (d+1,) float64: the mean of the iterates averaged so far (lrlab/core/averaging.py)
+    avg_count: Any,  # (1,) int64: how many
+    avg_start: int,  # the first step (0-based, whole training) averaged; -1: none
 ) -> None:
     n, d = features.shape
     one, two = np.float32(1), np.float32(2)
-    lr, beta1, beta2 = hyper[0], hyper[2], hyper[3]
-    lr32, momentum32, eps32 = np.float32(hyper[0]), np.float32(hyper[1]), np.float32(hyper[4])
+    beta1, beta2 = hyper[2], hyper[3]
+    momentum32, eps32 = np.float32(hyper[1]), np.float32(hyper[4])
     lerp_weight, beta2_32, one_minus_beta2 = np.float32(1 - beta1), np.float32(beta2), np.float32(1 - beta2)
     residual = np.empty(batch_size, np.float32)
     grad = np.empty(d + 1, np.float32)  # (w, b)
@@ -213,6 +219,8 @@ def _steps(
     ahead = PREFETCH_AHEAD if n * d >= PREFETCH_MIN else 0
     for i in range(begin, end, batch_size):
         size = min(batch_size, n - i)
+        lr = hyper[0] * factors[i // batch_size]  # as the autograd engine computes it, in float64
+        lr32 = np.float32(lr)
         # Forward and loss gradient. ScratchSGD backpropagates the minibatch's sum, torch.optim its mean,
         # whose gradient is 1/size; ½(ŷ−y)² passes on (u/2)·(2(ŷ−y)), MSELoss's backward 2(ŷ−y)·u.
         u = one if rule == SCRATCH_SGD else one / np.float32(size)
@@ -269,6 +277,11 @@ def _steps(
                 w[j] = param
             else:
                 b[0] = param
+        if avg_start >= 0 and count[0] > avg_start:  # the iterate after step count[0] - 1 is averaged
+            avg_count[0] += 1
+            for j in range(d + 1):
+                param = w[j] if j < d else b[0]
+                avg[j] = avg[j] + (np.float64(param) - avg[j]) / avg_count[0]
 
 
 @_jit
@@ -342,13 +355,18 @@ def steps_of_group(
     hyper: Any,  # (K, 5) float64
     state: Any,  # (K, 3, d + 1) float32
     count: Any,  # (K, 1) int64
+    factors: Any,  # (steps of the epoch,) float64: the group's schedule
+    avg: Any,  # (K, d + 1) float64
+    avg_count: Any,  # (K, 1) int64
+    avg_start: int,
     active: Any,  # (K,) bool: the models still training
 ) -> None:
     """``_steps`` for each active model of a group that shares the data and its order (launcher=vectorized,
     ``lrlab/core/batched.py``): every model gets this engine's arithmetic, so its numbers are this engine's."""
     for m in range(w.shape[0]):
         if active[m]:
-            _steps(features, labels, order, begin, end, batch_size, w[m], b[m], rule, mse, hyper[m], state[m], count[m])
+            model = (w[m], b[m], rule, mse, hyper[m], state[m], count[m], factors, avg[m], avg_count[m], avg_start)
+            _steps(features, labels, order, begin, end, batch_size, *model)
 
 
 def update_rule(optimizer: Update) -> tuple[int, np.ndarray]:
@@ -416,12 +434,17 @@ def train(problem: Problem) -> TrainResult:
     mse = is_mse(cfg)
     state, count = np.zeros((3, dim + 1), np.float32), np.zeros(1, np.int64)
     span = cfg.batch_size * max(1, WORK_PER_CALL // (cfg.batch_size * (dim + 1)))  # examples per kernel call
-    args = (cfg.batch_size, w, b, rule, mse, hyper, state, count)
+    num_batches = -(-num_examples // cfg.batch_size)
+    average = Average(net, averaging_start(cfg.averaging, num_batches * cfg.num_epochs))
+    model = (cfg.batch_size, w, b, rule, mse, hyper, state, count)
+    averaged = (average.mean.numpy(), average.count, average.start)
+    args = (*model, factors(cfg.schedule, num_batches, cfg.num_epochs, 1), *averaged)
     _steps(features_np, labels_np, np.empty(0, np.int64), 0, 0, *args)  # compiles, or loads the cache: no steps
     evaluate = evaluation(cfg, features, labels)
     history: list[EpochResult] = []
     start = time.perf_counter()  # after the compile, which is a cost of the process, not of training
     for epoch in range(1, cfg.num_epochs + 1):
+        args = (*model, factors(cfg.schedule, num_batches, cfg.num_epochs, epoch), *averaged)
         order = problem.reader.order().numpy()
         enabled = num_examples >= PROGRESS_BAR_MIN_EXAMPLES
         epoch_bar = bar(num_examples, f"epoch {epoch}", "ex", enabled=enabled, unit_scale=True)
@@ -433,5 +456,5 @@ def train(problem: Problem) -> TrainResult:
                 _steps(features_np, labels_np, order, begin, end, *args)
                 progress.update(end - begin)
         del order  # n int64: freed before the evaluation's temporaries
-        end_epoch(problem, epoch, history, evaluate)
+        end_epoch(problem, epoch, history, evaluate, average.averaged())
     return train_result(problem, history, time.perf_counter() - start)

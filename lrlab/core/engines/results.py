@@ -41,9 +41,20 @@ class EpochResult:
     w_error: float  # ‖w − true_w‖₂
     b_error: float  # |b − true_b|
     excess_loss: float  # train_loss − the least-squares fit's loss on the same data
+    # The averaged model's (``averaging``), once it averages an iterate; None otherwise.
+    avg_train_loss: float | None = None
+    avg_w_error: float | None = None
+    avg_b_error: float | None = None
+    avg_excess_loss: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """The epoch's metrics by name: ``EPOCH_METRICS``, and ``AVERAGED_METRICS`` where there are any."""
+        names = EPOCH_METRICS + (AVERAGED_METRICS if self.avg_train_loss is not None else ())
+        return {name: getattr(self, name) for name in names}
 
 
 EPOCH_METRICS = ("train_loss", "w_error", "b_error", "excess_loss")  # what every epoch records, by name
+AVERAGED_METRICS = tuple(f"avg_{name}" for name in EPOCH_METRICS)  # and a run with averaging, of the averaged model
 
 
 @dataclass
@@ -76,11 +87,23 @@ Evaluated = tuple[float, float, float, bool]  # train_loss, w_error, b_error, wh
 Evaluate = Callable[[LinReg], Evaluated]  # an engine's own evaluation of a model (compiled.evaluation)
 
 
-def end_epoch(problem: Problem, epoch: int, history: list[EpochResult], evaluate: Evaluate | None = None) -> None:
+def end_epoch(
+    problem: Problem,
+    epoch: int,
+    history: list[EpochResult],
+    evaluate: Evaluate | None = None,
+    averaged: LinReg | None = None,
+) -> None:
     """Evaluate the model after ``epoch`` (with torch, or with ``evaluate``, an engine's evaluation of the same
-    quantities), append and report the result; raise ``Diverged`` if it left the bounds."""
-    train_loss, w_error, b_error, finite = evaluate(problem.net) if evaluate else _evaluate(problem)
-    result = EpochResult(epoch, train_loss, w_error, b_error, train_loss - problem.ref.ols_train_loss)
+    quantities), and the ``averaged`` model if there is one; append and report the result; raise ``Diverged``
+    if the model left the bounds."""
+    measure = evaluate or (lambda net: _evaluate(problem, net))
+    train_loss, w_error, b_error, finite = measure(problem.net)
+    floor = problem.ref.ols_train_loss
+    result = EpochResult(epoch, train_loss, w_error, b_error, train_loss - floor)
+    if averaged is not None:
+        avg_loss, result.avg_w_error, result.avg_b_error, _ = measure(averaged)
+        result.avg_train_loss, result.avg_excess_loss = avg_loss, avg_loss - floor
     history.append(result)
     problem.on_epoch(result)
     reason = _divergence(result, finite, problem.cfg.divergence_threshold)
@@ -88,9 +111,10 @@ def end_epoch(problem: Problem, epoch: int, history: list[EpochResult], evaluate
         raise Diverged(epoch, reason, history)
 
 
-def _evaluate(problem: Problem) -> Evaluated:
-    """The mean step-5 loss over the training set, ‖w − true_w‖₂, |b − true_b| and whether w and b are finite."""
-    cfg, net, features, labels = problem.cfg, problem.net, problem.features, problem.labels
+def _evaluate(problem: Problem, net: LinReg) -> Evaluated:
+    """The mean step-5 loss of ``net`` over the training set, ‖w − true_w‖₂, |b − true_b| and whether w and b are
+    finite."""
+    cfg, features, labels = problem.cfg, problem.features, problem.labels
     with torch.no_grad():
         true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
         train_loss = float(problem.loss(net(features), labels).mean())
