@@ -59,9 +59,10 @@ ui: $(STAMP) ## serve the MLflow UI over ./mlflow.db on http://$(HOST):$(PORT)
 server: $(STAMP) ## a tracking server for many hosts: MLflow over PostgreSQL in $(SERVER_DIR) on http://$(HOST):$(PORT) (WORKERS=4)
 	$(PY) -m lrlab.tools.server --host $(HOST) --port $(PORT) --dir $(SERVER_DIR) --workers $(WORKERS)
 
-study-%: $(STAMP) ## run one study from experiments/ (resumable; e.g. make study-lr_sweep)
+study-%: $(STAMP) ## run one study from experiments/ (resumable; e.g. make study-lr_sweep), then its theory analysis
 	@test -f experiments/$*.yaml || { echo "lrlab: error: study=$* does not exist: choose one of $(STUDIES)" >&2; exit 2; }
 	$(PY) -m lrlab.run experiment=$*
+	$(PY) -m lrlab.tools.studies $*
 
 studies: $(addprefix study-,$(STUDIES)) ## run every study in experiments/
 

@@ -131,15 +131,16 @@ def _train(
 ) -> None:
     first = members[0].cfg
     device = first.device.resolve()
-    features, labels = generate_dataset(first)  # 1: shared, on the CPU as for one job
+    data = generate_dataset(first)  # 1: shared, on the CPU as for one job
     # Prepared once (with SGD's theory if a member runs plain SGD); each member's as reference() has it for one run.
-    ref = closed_form(next((m.cfg for m in members if plain_sgd(m.cfg)), first), features, labels)
+    ref = closed_form(next((m.cfg for m in members if plain_sgd(m.cfg)), first), data)
     refs = [ref.at(m.cfg.lr, plain_sgd(m.cfg)) for m in members]
     for member, member_ref in zip(members, refs, strict=True):
         member.on_reference(member_ref)
-    features, labels = features.to(device), labels.to(device)
+    features, labels = data.features.to(device), data.labels.to(device)
     reader = read_dataset(first, features, labels)  # 2: shared
-    nets = [define_model(m.cfg, *init_model_params(m.cfg), device) for m in members]  # 3-4: one model each
+    d = features.shape[1]
+    nets = [define_model(m.cfg, *init_model_params(m.cfg, d), device) for m in members]  # 3-4: one model each
     loss = define_loss(first)  # 5
     problems = [  # 6: each member's problem, as it would train alone; the group's steps train them together
         Problem(m.cfg, net, loss, define_optimizer(m.cfg, net), reader, features, labels, member_ref, m.on_epoch)
@@ -150,7 +151,7 @@ def _train(
     averages = [Average(net, start_averaging) for net in nets]
     group = _Group(members, problems, averages, end)
     if first.engine.name is EngineName.autograd:
-        steps = _torch_steps(members, nets, averages, device)
+        steps = _torch_steps(members, nets, averages, device, d)
     else:
         steps = _numba_steps(members, problems, averages)
     group.set_params, group.evaluate = steps.set_params, steps.evaluate
@@ -215,10 +216,11 @@ class _Steps:
     evaluate: Evaluate | None = None
 
 
-def _torch_steps(members: list[Member], nets: list[LinReg], averages: list[Average], device: torch.device) -> _Steps:
-    """engine=autograd: one epoch of steps over the active columns of the (d+1, K) parameters."""
+def _torch_steps(
+    members: list[Member], nets: list[LinReg], averages: list[Average], device: torch.device, d: int
+) -> _Steps:
+    """engine=autograd: one epoch of steps over the active columns of the (d+1, K) parameters (d features)."""
     cfg = members[0].cfg
-    d = len(cfg.dataset.true_w)
     columns = [torch.cat([p.detach().reshape(-1) for p in net.parameters()]) for net in nets]
     params = torch.stack(columns, dim=1)  # (d+1, K): rows w_0..w_{d-1}, b
     lr = torch.tensor([[m.cfg.lr for m in members]], dtype=torch.float64, device=device)  # (1, K)
@@ -304,7 +306,7 @@ def _numba_steps(members: list[Member], problems: list[Problem], averages: list[
     from lrlab.core.engines import compiled
 
     cfg = members[0].cfg
-    d = len(cfg.dataset.true_w)
+    d = problems[0].features.shape[1]
     nets = [problem.net for problem in problems]
     rules = [compiled.update_rule(problem.optimizer) for problem in problems]
     rule = rules[0][0]
@@ -353,4 +355,5 @@ def _numba_steps(members: list[Member], problems: list[Problem], averages: list[
                 return
             compiled.steps_of_group(features_np, labels_np, order_np, begin, min(begin + span, n), *args)
 
-    return _Steps(epoch, set_params, compiled.evaluation(cfg, problems[0].features, problems[0].labels))
+    shared = problems[0]  # the group's data, and what its errors are measured against
+    return _Steps(epoch, set_params, compiled.evaluation(cfg, shared.features, shared.labels, shared.ref.against))

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     import torch
+
+    from lrlab.core.table import Table
 
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit
@@ -89,31 +92,90 @@ class DeviceName(Enum):
     auto = "auto"  # cuda if there is one, else mps if there is one, else cpu
 
 
+# What a run's parameter errors (w_error, b_error, ols_w_error, ...) are measured against: the tag lrlab.errors_against.
+TRUE_PARAMETERS = "true_parameters"  # synthetic data: the true_w and true_b that generated it
+LEAST_SQUARES_FIT = "least_squares_fit"  # a table has no true parameters: the least-squares fit on it stands in
+SYNTHETIC_KEYS = ("true_w", "true_b", "num_examples", "noise_std")  # null for a table
+TABLE_KEYS = ("path", "target", "features")  # null for synthetic data
+
+
 @dataclass
 class DatasetConfig:
-    """Step 1: y = X @ true_w + true_b + N(0, noise_std²), X ~ N(0, 1) of shape (num_examples, d)."""
+    """Step 1, the data. Synthetic (``path`` null, the default): y = X @ true_w + true_b + N(0, noise_std²),
+    X ~ N(0, 1) of shape (num_examples, d). A table (``dataset=csv``): the rows of the CSV file at ``path``,
+    ``target`` as y and ``features`` as X (``lrlab/core/table.py``); the synthetic keys are null, and a run's
+    parameter errors are measured against the least-squares fit on the table."""
 
     name: str = "synthetic"
-    true_w: list[float] = field(default_factory=lambda: [2.0, -3.4])  # d = len(true_w)
-    true_b: float = 4.2
-    num_examples: int = 1000
-    noise_std: float = 0.01
+    true_w: Optional[list[float]] = field(default_factory=lambda: [2.0, -3.4])  # d = len(true_w)
+    true_b: Optional[float] = 4.2
+    num_examples: Optional[int] = 1000
+    noise_std: Optional[float] = 0.01
+    # A CSV file with a header row. A relative path is read from the folder lrlab started in, whatever folder a
+    # job runs in (hydra.job.chdir); here it is made absolute.
+    path: Optional[str] = None
+    target: Optional[str] = None  # the label column
+    features: Optional[list[str]] = None  # the feature columns; null: every numeric column but the target
 
     def __post_init__(self) -> None:
+        if self.path is not None:
+            self._check_table()
+            return
+        for key in TABLE_KEYS[1:]:
+            value = getattr(self, key)
+            _require(value is None, f"dataset.{key}", "null unless dataset.path names a table (dataset=csv)", value)
         _require(
-            len(self.true_w) > 0 and all(_is_number(v) for v in self.true_w),
+            self.true_w is not None and len(self.true_w) > 0 and all(_is_number(v) for v in self.true_w),
             "dataset.true_w",
             "a non-empty list of finite numbers",
-            list(self.true_w),
+            self.true_w if self.true_w is None else list(self.true_w),
         )
         _require(_is_number(self.true_b), "dataset.true_b", "a finite number", self.true_b)
-        _require(self.num_examples > 0, "dataset.num_examples", "a positive integer", self.num_examples)
         _require(
-            _is_number(self.noise_std) and self.noise_std >= 0,
+            self.num_examples is not None and self.num_examples > 0,
+            "dataset.num_examples",
+            "a positive integer",
+            self.num_examples,
+        )
+        _require(
+            self.noise_std is not None and _is_number(self.noise_std) and self.noise_std >= 0,
             "dataset.noise_std",
             "a finite number >= 0",
             self.noise_std,
         )
+
+    def _check_table(self) -> None:
+        assert self.path is not None
+        for key in SYNTHETIC_KEYS:
+            value = getattr(self, key)
+            _require(value is None, f"dataset.{key}", "null with dataset.path (a table's rows are the data)", value)
+        _require(bool(self.path.strip()), "dataset.path", "a CSV file", self.path)
+        _require(bool(self.target and self.target.strip()), "dataset.target", "the name of a column", self.target)
+        self.path = os.path.abspath(os.path.expanduser(self.path))
+        self.table()  # a missing file, column or number is refused here, before any run exists
+
+    @property
+    def errors_against(self) -> str:
+        """What a run's parameter errors are measured against: ``TRUE_PARAMETERS`` or ``LEAST_SQUARES_FIT``."""
+        return TRUE_PARAMETERS if self.path is None else LEAST_SQUARES_FIT
+
+    def table(self) -> Table:
+        """The table at ``path`` (``dataset=csv``), read and checked (``lrlab/core/table.py``)."""
+        from lrlab.core.table import TableError, read_table  # a table's reader: only where there is a table
+
+        assert self.path is not None and self.target is not None, "not a table: dataset.path is null"
+        try:
+            return read_table(self.path, self.target, self.features)
+        except TableError as error:
+            raise ConfigError(str(error)) from None
+
+    def shape(self) -> tuple[int, int]:
+        """(n, d): the data's examples and features, known without making the data."""
+        if self.path is not None:
+            table = self.table()
+            return table.num_examples, len(table.features)
+        assert self.num_examples is not None and self.true_w is not None
+        return self.num_examples, len(self.true_w)
 
 
 @dataclass
@@ -296,12 +358,9 @@ class Config:
     def __post_init__(self) -> None:
         _require(_is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
         _require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
-        _require(
-            self.batch_size <= self.dataset.num_examples,
-            "batch_size",
-            f"at most dataset.num_examples ({self.dataset.num_examples})",
-            self.batch_size,
-        )
+        num_examples = self.dataset.shape()[0]
+        rows = "dataset.num_examples" if self.dataset.path is None else "the rows of dataset.path"
+        _require(self.batch_size <= num_examples, "batch_size", f"at most {rows} ({num_examples})", self.batch_size)
         _require(self.num_epochs > 0, "num_epochs", "a positive integer", self.num_epochs)
         _require(0 <= self.seed <= SEED_MAX, "seed", f"an integer in [0, 2**64-1 = {SEED_MAX}]", self.seed)
         for key in ("data_seed", "init_seed", "shuffle_seed"):
@@ -358,7 +417,8 @@ class Config:
 
         Left out: where and how the run is recorded and kept (``experiment_name``, ``tracking_uri``,
         ``rerun``, ``orphan_timeout``, ``plot_curves``), labels
-        (``dataset.name``) and settings the chosen optimizer ignores. Seeds appear as the three streams
+        (``dataset.name``) and settings the chosen optimizer ignores. A table (``dataset=csv``) counts as the
+        sha256 of its file's bytes and the columns used, not as its path. Seeds appear as the three streams
         they give, and ``device`` as the device it resolved to, so that two spellings of one computation
         (``optimizer=momentum`` and ``optimizer=sgd optimizer.momentum=0.9``) have one identity. The engine
         counts only when it is not the default ``autograd``, the computation every run made before engines
@@ -371,6 +431,13 @@ class Config:
             tree.pop(key)
         tree["streams"] = {stream: self.stream_seed(stream) for stream in ("data", "init", "shuffle")}
         tree["dataset"].pop("name")
+        if self.dataset.path is None:  # synthetic: what generates it, as before tables existed
+            for key in TABLE_KEYS:
+                tree["dataset"].pop(key)
+        else:  # a table: its content, not its path or mtime; nothing is drawn from the data stream
+            table = self.dataset.table()
+            tree["dataset"] = {"sha256": table.sha256, "target": table.target, "features": list(table.features)}
+            tree["streams"].pop("data")
         tree["device"] = {"name": self.device.kind()}
         if self.optimizer.name is not OptimizerName.sgd:
             tree["optimizer"].pop("momentum")

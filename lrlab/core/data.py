@@ -1,4 +1,4 @@
-"""Step 1 (生成数据集) and step 2 (读取数据集): the synthetic data and the minibatch readers.
+"""Step 1 (生成数据集) and step 2 (读取数据集): the data (synthetic, or a table's) and the minibatch readers.
 
 Every reader yields (X, y) minibatches of shape (B, d) and (B, 1), ceil(n/B) of them an epoch, and draws
 afresh each epoch; only the last minibatch may be shorter. Each visits every example exactly once per epoch
@@ -12,12 +12,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 import torch
 from torch.utils import data
 
+from lrlab.core.table import Table
+
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Dataset:
+    """Step 1's result: the data, and the parameters that generated it where there are any."""
+
+    features: torch.Tensor  # (n, d) float32, on the CPU
+    labels: torch.Tensor  # (n, 1)
+    # Synthetic data's true_w (d,) and true_b; None for a table, whose least-squares fit stands in for them.
+    true_w: tuple[float, ...] | None = None
+    true_b: float | None = None
 
 
 class Reader(Protocol):
@@ -38,6 +52,14 @@ def synthetic_data(
     labels = features @ true_w + true_b  # (n,)
     labels += torch.normal(0.0, noise_std, labels.shape, generator=generator) if noise_std > 0 else 0.0
     return features, labels.reshape((-1, 1))  # (n, d), (n, 1)
+
+
+def table_data(table: Table) -> Dataset:
+    """A table's rows as tensors: features (n, d) and labels (n, 1), float32 as the models are; no true parameters."""
+    num_examples, dim = table.num_examples, len(table.features)
+    features = torch.frombuffer(table.feature_values, dtype=torch.float64).reshape(num_examples, dim)
+    labels = torch.frombuffer(table.labels, dtype=torch.float64).reshape(num_examples, 1)
+    return Dataset(features.to(torch.float32), labels.to(torch.float32))  # copies: the table stays as it was read
 
 
 class ShuffledIndexReader:

@@ -20,7 +20,7 @@ import torch
 
 from lrlab.core import engines
 from lrlab.core.config import Config, OptimizerName, ScheduleName
-from lrlab.core.data import READERS, Reader, synthetic_data
+from lrlab.core.data import READERS, Dataset, Reader, synthetic_data, table_data
 from lrlab.core.engines.results import Diverged, EpochResult, Problem, Stopped, TrainResult
 from lrlab.core.losses import LOSSES, Loss
 from lrlab.core.models import MODELS, LinReg, init_params
@@ -28,6 +28,7 @@ from lrlab.core.optim import Update, make_update
 from lrlab.core.theory import Reference, reference
 
 __all__ = [
+    "Dataset",
     "Diverged",
     "EpochResult",
     "Problem",
@@ -47,10 +48,17 @@ __all__ = [
 
 
 # 1 生成数据集
-def generate_dataset(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_dataset(cfg: Config) -> Dataset:
+    """Synthetic data y = X·true_w + true_b + noise, with its true parameters; or the table at ``dataset.path``."""
+    spec = cfg.dataset
+    if spec.path is not None:
+        return table_data(spec.table())  # the user's rows: no true parameters
+    true_w, true_b, num_examples, noise_std = spec.true_w, spec.true_b, spec.num_examples, spec.noise_std
+    assert true_w is not None and true_b is not None and num_examples is not None and noise_std is not None
     generator = torch.Generator().manual_seed(cfg.stream_seed("data"))
-    true_w = torch.tensor(cfg.dataset.true_w, dtype=torch.float32)
-    return synthetic_data(true_w, cfg.dataset.true_b, cfg.dataset.num_examples, cfg.dataset.noise_std, generator)
+    w = torch.tensor(true_w, dtype=torch.float32)
+    features, labels = synthetic_data(w, true_b, num_examples, noise_std, generator)
+    return Dataset(features, labels, tuple(true_w), true_b)
 
 
 # 2 读取数据集
@@ -59,9 +67,9 @@ def read_dataset(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> R
 
 
 # 3 初始化模型参数
-def init_model_params(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+def init_model_params(cfg: Config, num_features: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(cfg.stream_seed("init"))
-    return init_params(len(cfg.dataset.true_w), cfg.model.init_std, generator)
+    return init_params(num_features, cfg.model.init_std, generator)
 
 
 # 4 定义模型
@@ -105,11 +113,12 @@ def plain_sgd(cfg: Config) -> bool:
     return plain and cfg.schedule.name is ScheduleName.constant
 
 
-def closed_form(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> Reference:
-    """The run's closed-form references (``theory.reference``); SGD's edge and noise floor for plain SGD only."""
+def closed_form(cfg: Config, data: Dataset) -> Reference:
+    """The run's closed-form references (``theory.reference``); SGD's edge and noise floor for plain SGD only.
+    Parameter errors are measured against the data's true parameters, or its least-squares fit (a table)."""
     batch_size = cfg.batch_size if plain_sgd(cfg) else None
-    true_w, true_b, loss = cfg.dataset.true_w, cfg.dataset.true_b, cfg.loss.name.value
-    return reference(features, labels, true_w, true_b, loss, cfg.lr, batch_size=batch_size)
+    loss = cfg.loss.name.value
+    return reference(data.features, data.labels, data.true_w, data.true_b, loss, cfg.lr, batch_size=batch_size)
 
 
 def run_pipeline(
@@ -122,12 +131,12 @@ def run_pipeline(
     references before training."""
     with torch_threads(cfg.threads):
         device = cfg.device.resolve()
-        features, labels = generate_dataset(cfg)  # 1: (n, d), (n, 1), on the CPU so every device sees the same data
-        ref = closed_form(cfg, features, labels)
+        data = generate_dataset(cfg)  # 1: (n, d), (n, 1), on the CPU so every device sees the same data
+        ref = closed_form(cfg, data)  # ref.against: what the parameter errors are measured against
         on_reference(ref)
-        features, labels = features.to(device), labels.to(device)
+        features, labels = data.features.to(device), data.labels.to(device)
         reader = read_dataset(cfg, features, labels)  # 2
-        w, b = init_model_params(cfg)  # 3: (d, 1), (1,)
+        w, b = init_model_params(cfg, features.shape[1])  # 3: (d, 1), (1,)
         net = define_model(cfg, w, b, device)  # 4
         loss = define_loss(cfg)  # 5
         optimizer = define_optimizer(cfg, net)  # 6

@@ -54,6 +54,8 @@ class Bar:
 
     def close(self) -> None:
         """Idempotent: the bar leaves the screen (or stays, ``leave``) and stdout is stdout again."""
+        if self.shown and self.tqdm.n:
+            self.tqdm.refresh()  # the last count drawn: tqdm skips draws closer than 0.1 s to the one before
         above, self._above = self._above, None
         if above is not None:
             above.detach()

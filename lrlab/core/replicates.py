@@ -16,21 +16,26 @@ BOOTSTRAP_SEED = 0
 
 @dataclass(frozen=True)
 class Spread:
-    """Mean, sample standard deviation and 95% t interval of n replicate values (std and interval NaN for n < 2)."""
+    """Mean, sample standard deviation and 95% t interval of n replicate values (std and interval NaN for n < 2).
+
+    From ``log_spread`` (``geometric``): the geometric mean, the sample std of ln(values), and the interval of
+    the mean of ln(values), exponentiated."""
 
     n: int
     mean: float
     std: float
     low: float
     high: float
+    geometric: bool = False
 
     def text(self, digits: int = 3) -> str:
-        """``mean ± std [low, high]`` for a table."""
+        """``mean ± std [low, high]`` for a table; ``mean ×/÷ exp(std) [low, high]`` when geometric."""
         if self.n == 0:
             return "–"
         if self.n == 1:
             return f"{self.mean:.{digits}g} (n=1)"
-        return f"{self.mean:.{digits}g} ± {self.std:.2g} [{self.low:.{digits}g}, {self.high:.{digits}g}]"
+        scatter = f"×/÷ {math.exp(self.std):.2g}" if self.geometric else f"± {self.std:.2g}"
+        return f"{self.mean:.{digits}g} {scatter} [{self.low:.{digits}g}, {self.high:.{digits}g}]"
 
 
 def spread(values: Sequence[float]) -> Spread:
@@ -47,6 +52,20 @@ def spread(values: Sequence[float]) -> Spread:
 
     half = float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * std / math.sqrt(n)
     return Spread(n, mean, std, mean - half, mean + half)
+
+
+def log_spread(values: Sequence[float]) -> Spread:
+    """The 95% interval of a positive quantity, on the log scale: the t interval of the mean of ln(values),
+    exponentiated, around the geometric mean. It stays positive (a loss or an error scatters over decades across
+    seeds, where mean ± t·s/√n reaches below zero) and assumes roughly log-normal values. NaN where a value is
+    not positive and finite."""
+    array = np.asarray(values, dtype=np.float64)
+    if not (np.isfinite(array).all() and (array > 0).all()):
+        return Spread(len(array), math.nan, math.nan, math.nan, math.nan, geometric=True)
+    on_log = spread(np.log(array).tolist())  # NaN stays NaN through exp: no interval for n < 2, nothing for n = 0
+    with np.errstate(over="ignore"):  # a bound past float64's range is inf, not an OverflowError
+        mean, low, high = (float(np.exp(v)) for v in (on_log.mean, on_log.low, on_log.high))
+    return Spread(on_log.n, mean, on_log.std, low, high, geometric=True)
 
 
 def per_epoch(histories: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:

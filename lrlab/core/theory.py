@@ -20,16 +20,28 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from lrlab.core.config import LEAST_SQUARES_FIT, TRUE_PARAMETERS
+
 LOSS_SCALE = {"squared": 0.5, "mse": 1.0}  # c in L = c/n · ‖Aθ − y‖²
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """A (w, b) that a run's parameter errors are measured against, and which one it is."""
+
+    w: tuple[float, ...]  # (d,)
+    b: float
+    kind: str  # TRUE_PARAMETERS (those that generated the data) or LEAST_SQUARES_FIT (a table has none)
 
 
 @dataclass(frozen=True)
 class Reference:
     ols_train_loss: float  # the configured loss of the least-squares fit on the training set
-    ols_w_error: float  # ‖w_ols − true_w‖₂
-    ols_b_error: float  # |b_ols − true_b|
+    ols_w_error: float  # ‖w_ols − against.w‖₂ (0 where the fit is what errors are measured against)
+    ols_b_error: float  # |b_ols − against.b|
     lr_critical_gd: float  # 2 / λ_max(Hessian of the configured loss): full-batch GD's edge
     lr_ratio: float  # lr / lr_critical_gd
+    against: Parameters  # what parameter errors (these, and each epoch's w_error, b_error) are measured against
     # Plain SGD only (None otherwise: momentum, adam, a rank-deficient fit, more than SGD_MAX_FEATURES features):
     lr_critical_ms: float | None = None  # the lr past which SGD's mean square E‖θ − θ_ols‖² diverges
     theory_excess_loss: float | None = None  # SGD's stationary E[loss − ols_train_loss] at lr (None past the edge)
@@ -95,7 +107,9 @@ def normal_equations(
     return gram, moments
 
 
-GRAM_BLOCK = 64  # columns of A multiplied at once by ``_gram``
+# Columns of A multiplied at once by ``_gram``: its product buffer, GRAM_BLOCK·chunk_rows float64 (4 MiB of a full
+# chunk), stays in cache between the multiplication and the sum (64 took twice as long at d=100, n=10^5).
+GRAM_BLOCK = 8
 
 
 def _gram(columns: torch.Tensor) -> torch.Tensor:
@@ -139,8 +153,8 @@ def _squared_residuals(
 def reference(
     features: torch.Tensor,
     labels: torch.Tensor,
-    true_w: list[float],
-    true_b: float,
+    true_w: Sequence[float] | None,
+    true_b: float | None,
     loss: str,
     lr: float,
     chunk_rows: int = CHUNK_ROWS,
@@ -149,7 +163,8 @@ def reference(
 ) -> Reference:
     """Closed-form references for one dataset and loss, in float64, reading the data ``chunk_rows`` rows at a
     time (see ``normal_equations``): memory beyond the data is a few chunks, whatever n is. With ``batch_size``
-    (a run of plain SGD) also SGD's edge and noise floor at that batch size (``SgdTheory``)."""
+    (a run of plain SGD) also SGD's edge and noise floor at that batch size (``SgdTheory``). Parameter errors are
+    measured against ``true_w`` and ``true_b``, or, where the data has none (None: a table), against the fit."""
     num_examples = len(features)
     gram, moments = normal_equations(features, labels, chunk_rows)  # (d+1, d+1), (d+1,)
     rank = int(torch.linalg.matrix_rank(gram))
@@ -166,12 +181,17 @@ def reference(
     sgd = None
     if batch_size is not None and not note and len(gram) - 1 <= SGD_MAX_FEATURES:
         sgd = SgdTheory.prepare(features, labels, gram / num_examples, theta, batch_size, scale, chunk_rows)
+    if true_w is None or true_b is None:
+        against = Parameters(tuple(theta[:-1].tolist()), float(theta[-1]), LEAST_SQUARES_FIT)
+    else:
+        against = Parameters(tuple(true_w), true_b, TRUE_PARAMETERS)
     return Reference(
         ols_train_loss=float(scale * mean_squared_residual),
-        ols_w_error=float(torch.linalg.vector_norm(theta[:-1] - torch.tensor(true_w, dtype=torch.float64))),
-        ols_b_error=float((theta[-1] - true_b).abs()),
+        ols_w_error=float(torch.linalg.vector_norm(theta[:-1] - torch.tensor(against.w, dtype=torch.float64))),
+        ols_b_error=float((theta[-1] - against.b).abs()),
         lr_critical_gd=lr_critical_gd,
         lr_ratio=lr / lr_critical_gd,
+        against=against,
         ols_note=note,
         sgd=sgd,
     ).at(lr, sgd is not None)
@@ -182,8 +202,15 @@ def reference(
 SGD_ROWS = 1 << 14
 SGD_ROWS_SEED = 0
 SGD_MAX_FEATURES = 256  # wider: no SGD theory (its cost grows as d² per row and step)
-SGD_TOL = 1e-10  # relative residual at which Lanczos stops, for the edge and for each fixed point
+SGD_TOL = 1e-10  # relative residual at which Lanczos stops for each fixed point
+SGD_EDGE_TOL = 1e-12  # relative error of the edge (estimated from the top Ritz pair) at which Lanczos stops for it
 SGD_MAX_STEPS = 300  # Lanczos steps at most; unconverged there, the quantity is not logged
+SGD_BLOCK_BYTES = 1 << 21  # float64 rows per matrix product (2 MiB): a block and its product stay in cache
+
+
+def _block_rows(width: int) -> int:
+    """Rows of ``width`` float64 columns in one block of SGD_BLOCK_BYTES."""
+    return max(64, SGD_BLOCK_BYTES // (8 * width))
 
 
 class SgdTheory:
@@ -200,27 +227,43 @@ class SgdTheory:
     so its spectral radius ρ is an eigenvalue with a PSD eigenvector V (Krein–Rutman). From T_η V = ρV,
     (1 − ρ)‖V‖² = η⟨V, LV⟩ − η²⟨V, KV⟩ ≥ η⟨V, LV⟩(1 − ημ) with μ the largest eigenvalue of KV = μLV:
     ρ < 1 for η < 1/μ, and at η = 1/μ that eigenvector has T_η V = V. The mean-square edge is η* = 1/μ, with
-    no bisection: μ is the top Ritz value of Lanczos on L⁻¹K (self-adjoint in ⟨X, Y⟩_L = tr(X L(Y))).
+    no bisection: μ is the top Ritz value of Lanczos on L⁻¹K (self-adjoint in ⟨X, Y⟩_L = tr(X L(Y))). Lanczos
+    stops for it once the top Ritz value's error, r²/gap (Kato–Temple, r its residual and the gap to the next
+    Ritz value), is below SGD_EDGE_TOL relative: the eigenvalue converges as the square of its residual.
 
     The fixed point. Σ∞ = T_η(Σ∞) + (η²/b)G is (L − ηK)Σ∞ = (η/b)G, positive definite for η < η*: the same
     Lanczos, started from L⁻¹G, solves it for every η at once (a shifted tridiagonal system per η), and
-    E[excess loss] = c·tr(HΣ∞) needs only tr(H vⱼ) of each Lanczos vector. For small η it is
-    c·η tr(G)/(2b): η tr(G)/(4b) under ``squared``.
+    E[excess loss] = c·tr(HΣ∞) needs only tr(H vⱼ) of each Lanczos vector. Lanczos stops for it once the
+    error bound residual/(1 − η/η*) is below SGD_TOL relative. For small η it is c·η tr(G)/(2b): η tr(G)/(4b)
+    under ``squared``.
 
-    Everything is in H's eigenbasis (H = UΛUᵀ once, O(d³)), where L⁻¹ and HΣH are element-wise: one step costs
-    one application of M, O(rows·d²), and the Krylov vectors are never kept (plain Lanczos, three-term).
-    Each quantity stops at the first Lanczos step where its own residual is below SGD_TOL, so it has the same
-    bits however far the shared Lanczos has run for other learning rates (a group of the vectorized launcher).
-    The products are numpy's (OpenBLAS) matmuls: the same bits run to run on one machine, on any number of
-    BLAS threads (``tests/unit/test_sgd_theory.py``).
+    The Krylov vectors live in H's eigenbasis (H = UΛUᵀ once, O(d³)), where L⁻¹ and HΣH are element-wise, and
+    only three are kept (plain Lanczos, three-term). One step applies M once: UΣUᵀ back to the data's basis
+    (O(d³)), then per block of SGD_BLOCK_BYTES of rows two float64 matrix products, aᵢᵀΣaᵢ from AΣ and
+    Aᵀ diag(aᵢᵀΣaᵢ) A, O(rows·d²) in all, with the block and its products in cache. Each quantity stops at
+    the first Lanczos step where its own criterion holds, so it has the same bits however far the shared
+    Lanczos has run for other learning rates (a group of the vectorized launcher). The products are numpy's
+    (OpenBLAS) matmuls: the same bits run to run on one machine, on any number of BLAS threads
+    (``tests/unit/test_sgd_theory.py``).
     """
 
-    def __init__(self, eigenvalues: np.ndarray, rows: np.ndarray, noise: np.ndarray, batch_size: int, scale: float):
-        """``eigenvalues`` of H (p,), ``rows`` of A in H's eigenbasis (m, p), ``noise`` G in it (p, p)."""
-        self.eigenvalues, self.rows, self.batch_size, self.scale = eigenvalues, rows, batch_size, scale
+    def __init__(
+        self,
+        eigenvalues: np.ndarray,
+        basis: np.ndarray,
+        rows: np.ndarray,
+        noise: np.ndarray,
+        batch_size: int,
+        scale: float,
+    ):
+        """``eigenvalues`` (p,) and eigenvectors ``basis`` (p, p) of H, ``rows`` of A (m, p) that M averages
+        over, and ``noise`` G (p, p), both in the data's basis."""
+        self.eigenvalues, self.basis, self.rows = eigenvalues, basis, rows
+        self.batch_size, self.scale = batch_size, scale
         self.sums = eigenvalues[:, None] + eigenvalues[None, :]  # L in H's eigenbasis: (LΣ)ᵢⱼ = (λᵢ + λⱼ)Σᵢⱼ
         self.products = eigenvalues[:, None] * eigenvalues[None, :]  # (HΣH)ᵢⱼ = λᵢλⱼΣᵢⱼ
         noisy = bool(np.trace(noise) > 0)
+        noise = basis.T @ noise @ basis  # G in H's eigenbasis
         start = (noise if noisy else np.diag(eigenvalues)) / self.sums  # L⁻¹G (without noise: any PSD start)
         norm = self._norm(start)
         self.start_norm = norm if noisy else 0.0
@@ -248,15 +291,15 @@ class SgdTheory:
         if not eigenvalues[0] > 0:
             return None
         noise = _noise_moment(features, labels, theta.numpy(), chunk_rows)
-        return cls(eigenvalues, _theory_rows(features) @ basis, basis.T @ noise @ basis, batch_size, scale)
+        return cls(eigenvalues, basis, _theory_rows(features), noise, batch_size, scale)
 
     def _norm(self, matrix: np.ndarray) -> float:
         return math.sqrt(float(np.sum(matrix * matrix * self.sums)))  # ‖X‖_L = tr(X L(X))^½
 
     def _apply_k(self, matrix: np.ndarray) -> np.ndarray:
-        rows, b = self.rows, self.batch_size
-        quadratic = np.sum((rows @ matrix) * rows, axis=1)  # aᵢᵀΣaᵢ
-        m = (rows * quadratic[:, None]).T @ rows / len(rows)
+        """K(Σ) for Σ in H's eigenbasis, in it."""
+        basis, b = self.basis, self.batch_size
+        m = basis.T @ _fourth_moment(self.rows, basis @ matrix @ basis.T) @ basis / len(self.rows)
         return (1 - 1 / b) * self.products * matrix + (m + m.T) / (2 * b)
 
     def _grow(self) -> bool:
@@ -290,7 +333,10 @@ class SgdTheory:
             while steps < len(self.alphas) or self._grow():
                 steps += 1
                 values, vectors = np.linalg.eigh(self._tridiagonal(steps))
-                if self.betas[steps - 1] * abs(vectors[-1, -1]) <= SGD_TOL * values[-1]:  # top Ritz pair's residual
+                residual = self.betas[steps - 1] * abs(vectors[-1, -1])  # of the top Ritz pair, in ‖·‖_L
+                gap = values[-1] - values[-2] if steps > 1 else 0.0  # to the next Ritz value
+                error = residual * residual / gap if gap > residual else residual  # Kato–Temple, else Weyl
+                if error <= SGD_EDGE_TOL * values[-1]:
                     edge = 1 / float(values[-1])
                     break
             self._edge = (edge,)
@@ -341,27 +387,55 @@ def _tridiagonal_solve(diagonal: list[float], off: list[float]) -> list[float]:
     return rhs
 
 
+def _fourth_moment(rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Aᵀ diag(aᵢᵀΣaᵢ) A (p, p) over ``rows`` A (m, p), for a symmetric Σ = ``matrix``: n·M(Σ), not yet divided.
+
+    A block of rows at a time (``_block_rows``): its product AΣ and the weighted rows stay in cache, where the
+    whole (m, p) temporaries would stream through memory."""
+    block = min(len(rows), _block_rows(rows.shape[1]))
+    total = np.zeros_like(matrix)
+    buffer = np.empty((block, rows.shape[1]))  # AΣ of a block, then its rows weighted by aᵢᵀΣaᵢ
+    for start in range(0, len(rows), block):
+        chunk = rows[start : start + block]  # (c, p)
+        product = buffer[: len(chunk)]
+        np.matmul(chunk, matrix, out=product)  # AΣ
+        quadratic = np.einsum("ij,ij->i", product, chunk)  # aᵢᵀΣaᵢ, (c,)
+        np.multiply(chunk, quadratic[:, None], out=product)
+        total += product.T @ chunk
+    return total
+
+
 def _noise_moment(features: torch.Tensor, labels: torch.Tensor, theta: np.ndarray, chunk_rows: int) -> np.ndarray:
-    """G = mean r² aaᵀ over all n examples, r the OLS residuals, chunk by chunk as ``normal_equations`` reads A."""
-    total = np.zeros((len(theta), len(theta)))
+    """G = mean r² aaᵀ over all n examples, r the OLS residuals: ``chunk_rows`` rows of the data at a time as
+    ``normal_equations`` reads them, each in blocks of ``_block_rows`` float64 rows (|r|·A, then its Gram
+    matrix, which numpy computes as a symmetric rank-k update)."""
+    width = len(theta)
+    block = min(len(features), _block_rows(width))
+    design = np.empty((block, width))  # rows of A, then of |r|·A, one block at a time
+    total = np.zeros((width, width))
     for start in range(0, len(features), chunk_rows):
-        A = _design_rows(features, start, chunk_rows).numpy()  # (c, d+1)
-        y = labels[start : start + chunk_rows].detach().double().cpu().reshape(-1).numpy()
-        weighted = A * np.abs(A @ theta - y)[:, None]
-        del A
-        total += weighted.T @ weighted
+        X = features[start : start + chunk_rows].detach().cpu().numpy()  # (c, d)
+        y = labels[start : start + chunk_rows].detach().cpu().reshape(-1).numpy()  # (c,)
+        for offset in range(0, len(X), block):
+            A = design[: len(X[offset : offset + block])]
+            A[:, :-1] = X[offset : offset + block]
+            A[:, -1] = 1.0
+            residuals = A @ theta
+            residuals -= y[offset : offset + block]
+            np.multiply(A, np.abs(residuals)[:, None], out=A)
+            total += A.T @ A
     return total / len(features)
 
 
 def _theory_rows(features: torch.Tensor) -> np.ndarray:
     """The rows of A = [X, 1] that M(Σ) averages over, float64 (m, d+1): all n up to SGD_ROWS, else a fixed
     subsample of SGD_ROWS rows (without repeats, seeded, in index order)."""
-    X = features.detach().cpu()
+    X = features.detach()
     if len(X) > SGD_ROWS:
         chosen = np.sort(np.random.default_rng(SGD_ROWS_SEED).choice(len(X), SGD_ROWS, replace=False))
-        X = X[torch.from_numpy(chosen)]
+        X = X[torch.from_numpy(chosen).to(X.device)]
     rows = np.empty((len(X), X.shape[1] + 1))
-    rows[:, :-1] = X.numpy()
+    rows[:, :-1] = X.cpu().numpy()
     rows[:, -1] = 1.0
     return rows
 

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from lrlab.core.config import Config
+from lrlab.core.config import TABLE_KEYS, Config
 from lrlab.record.keys import MAX_PARAM_VALUE, param_artifact, param_pointer, shorten
 from lrlab.record.orphans import HEARTBEAT, HEARTBEAT_SECONDS, process_tags
 from lrlab.record.store import experiment_id, open_client
@@ -35,19 +35,51 @@ RUNNING = RunStatus.to_string(RunStatus.RUNNING)
 
 
 def dataset_input(cfg: Config) -> DatasetInput:
-    """The synthetic training set as an MLflow input: its name, a digest of what generates it, its shape."""
-    recipe = {**asdict(cfg.dataset), "data_seed": cfg.stream_seed("data")}
+    """The training set as an MLflow input: synthetic data by its name, a digest of what generates it and its shape;
+    a table (``dataset=csv``) as its file (``table_input``)."""
+    if cfg.dataset.path is not None:
+        return table_input(cfg)
+    recipe = {k: v for k, v in asdict(cfg.dataset).items() if k not in TABLE_KEYS}
+    recipe["data_seed"] = cfg.stream_seed("data")
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-    shape = {"features": [cfg.dataset.num_examples, len(cfg.dataset.true_w)], "labels": [cfg.dataset.num_examples, 1]}
+    num_examples, num_features = cfg.dataset.shape()
+    shape = {"features": [num_examples, num_features], "labels": [num_examples, 1]}
     dataset = Dataset(
         name=cfg.dataset.name,
         digest=digest,
         source_type="code",
         source=json.dumps({"tags": {"generator": "lrlab.data.synthetic_data", **recipe}}),
         schema=json.dumps({"tensor_shapes": shape}),
-        profile=json.dumps({"num_rows": cfg.dataset.num_examples, "num_features": len(cfg.dataset.true_w)}),
+        profile=json.dumps({"num_rows": num_examples, "num_features": num_features}),
     )
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
+TABLE_DIGEST_CHARS = 16  # of the file's sha256: MLflow keeps at most 36 characters of a dataset's digest
+MAX_INPUT_TAG = 500  # MLflow's limit for an input tag's value
+
+
+def table_input(cfg: Config) -> DatasetInput:
+    """A table as an MLflow input: the file (source ``local``, its path; the digest of its bytes; its columns, as
+    MLflow's column specs, and rows), and, on the run's link to it, the columns this run uses (input tags
+    ``lrlab.target`` and ``lrlab.features``): runs that use other columns of one file share one dataset."""
+    table = cfg.dataset.table()
+    columns = [
+        {"type": "double" if number else "string", "name": name, "required": True}
+        for name, number in zip(table.columns, table.numeric, strict=True)
+    ]
+    profile = {"num_rows": table.num_examples, "num_columns": len(table.columns), "sha256": table.sha256}
+    dataset = Dataset(
+        name=cfg.dataset.name,
+        digest=table.sha256[:TABLE_DIGEST_CHARS],
+        source_type="local",
+        source=json.dumps({"uri": table.path}),
+        schema=json.dumps({"mlflow_colspec": columns}),
+        profile=json.dumps(profile),
+    )
+    features = shorten(",".join(table.features), MAX_INPUT_TAG)  # all of them are in the run's params.json
+    used = [InputTag("lrlab.target", shorten(table.target, MAX_INPUT_TAG)), InputTag("lrlab.features", features)]
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training"), *used])
 
 
 def finished_run(

@@ -41,6 +41,7 @@ from lrlab.sweep.hydra_internals import BASIC_LAUNCHER
 from lrlab.sweep.jobloader import JobLoader
 from lrlab.sweep.names import REPLICATE_KEY, Planned, group_name, job_run_name
 from lrlab.sweep.scrub import reserve_private, scrub_hydra_files
+from lrlab.sweep.search import plan_search
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -185,13 +186,16 @@ class LrlabCallback(Callback):
 
     def _start_sweep(self, config: DictConfig) -> None:
         plan = plan_sweep(config)  # every job has at least one value of each key: never empty
-        keys = plan.keys if plan else []
+        # hydra/sweeper=optuna: n_trials jobs, named by their values as they come; its space is checked here by
+        # probe jobs (each value, each end: lrlab/sweep/search.py), which are validated but not planned.
+        search = plan_search(config) if plan is None else None
+        keys = plan.keys if plan else search.keys if search else []
         planned: list[Planned] = []
         replicated = plan is not None and REPLICATE_KEY in plan.keys  # seeds are replicates: jobs in groups
         jobs: list[tuple[Config, dict[str, Any]]] = []
         refusal = _launcher_refusal(config)
         loader = JobLoader(GlobalHydra.instance().config_loader())
-        for overrides in plan.jobs if plan else []:
+        for overrides in plan.jobs if plan else search.probes if search else []:
             job = loader.load_sweep_config(config, overrides)
             choices = dict(job.hydra.runtime.choices)
             with resolving(job):
@@ -200,6 +204,8 @@ class LrlabCallback(Callback):
             if refused:
                 raise ConfigError(refused)
             jobs.append((cfg, params))
+            if plan is None:  # a probe of an optimising sweep's space
+                continue
             group = group_name(overrides, keys) if replicated else None  # what it is apart from its seed
             planned.append(Planned(job_run_name(overrides, keys), config_hash(cfg), group))
         # Every job is valid: now the MLflow side (imported only here, so that a refusal costs no import).
@@ -211,7 +217,7 @@ class LrlabCallback(Callback):
         uri = absolute_uri(resolve_tracking_uri(cfg.tracking_uri))  # whatever folder a job runs in
         check_store(uri)
         typed = " ".join(task_overrides(config.hydra))
-        swept = " ".join(plan.swept) if plan else redact(typed)
+        swept = " ".join(plan.swept if plan else search.swept if search else [redact(typed)])
         tags = {
             "lrlab.sweep": "true",
             "lrlab.overrides": redact(typed),

@@ -16,7 +16,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import Container, DictConfig, OmegaConf, open_dict
+from omegaconf import Container, DictConfig, OmegaConf, open_dict, read_write
 
 from lrlab.core.config import (
     AveragingName,
@@ -75,12 +75,16 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
     """The typed, validated config (raises ``ConfigError`` or an OmegaConf validation error).
 
     Refuses a key the schema does not have (even one added with ``+``) and, given Hydra's node, an override
-    of a group's ``name``, which its chosen option sets (``loss=mse loss.name=squared``).
+    of a group's ``name``, which its chosen option sets (``loss=mse loss.name=squared``). A relative
+    ``dataset.path`` is read from the folder lrlab started in (``started_in``).
     """
     # Each of the job's nodes is typed by the schema already: build the Config from them, without copying
     # the config (Hydra's node, which a copy would carry too, is most of it).
     schema = {f.name for f in fields(Config)}
-    cfg = Config(**{str(key): _object(node) for key, node in dcfg.items_ex(resolve=True) if key in schema})
+    nodes = {str(key): node for key, node in dcfg.items_ex(resolve=True) if key in schema}
+    if "dataset" in nodes:
+        nodes["dataset"] = _located(nodes["dataset"], started_in(dcfg))
+    cfg = Config(**{key: _object(node) for key, node in nodes.items()})
     unknown = sorted(set(flatten(job_tree(dcfg))) - _field_keys(cfg))
     if unknown:
         raise ConfigError(
@@ -97,6 +101,25 @@ def to_config(dcfg: DictConfig, choices: dict[str, Any] | None = None) -> Config
                 f"{group}=<option>, or set a study's option with `- override /{group}: ...`"
             )
     return cfg
+
+
+def started_in(dcfg: DictConfig) -> Path:
+    """The folder lrlab was started in (Hydra's ``runtime.cwd``): a job may run in another (``hydra.job.chdir``)."""
+    cwd = OmegaConf.select(dcfg, "hydra.runtime.cwd") if "hydra" in dcfg else None
+    if cwd is None and HydraConfig.initialized():  # a job's config: Hydra's node is kept apart
+        cwd = HydraConfig.get().runtime.cwd
+    return Path(cwd) if cwd else Path.cwd()
+
+
+def _located(node: Any, start: Path) -> Any:
+    """The dataset node with a relative ``path`` (a table's) made absolute from ``start``."""
+    path = node.get("path") if isinstance(node, DictConfig) else None
+    if not isinstance(path, str) or not path.strip() or Path(path).expanduser().is_absolute():
+        return node
+    located = deepcopy(node)  # the job's own config stays as composed (and as recorded)
+    with read_write(located):
+        located.path = str(start / path)
+    return located
 
 
 def task_overrides(hydra_node: Any) -> list[str]:

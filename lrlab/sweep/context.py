@@ -7,10 +7,23 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from lrlab.sweep.names import group_name
 
 ENV = "LRLAB_SWEEP"  # the encoded SweepContext of the sweep in progress, for its worker processes
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """An optimising sweep's Optuna study (``hydra/sweeper=optuna``): job ``n`` of the sweep is its trial ``n``, which
+    the job reports its epochs to when there is a pruner (``lrlab/sweep/optuna_trial.py``)."""
+
+    storage: str  # the study's RDB storage URL
+    name: str  # the study's name: the sweep's experiment name
+    metric: str  # what a trial is scored by; with a pruner, reported each epoch
+    pruner: str = "none"  # none, median or hyperband
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -21,6 +34,7 @@ class SweepContext:
     parent_run_id: str
     keys: tuple[str, ...] = ()  # the keys the sweep varies, as written (``lr``, ``seed``)
     groups: dict[str, str] = field(default_factory=dict)  # a sweep over seeds: group name -> group run id
+    study: StudyRef | None = None  # an optimising sweep's study, set by its sweeper before the first trial
 
     def encode(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -28,7 +42,8 @@ class SweepContext:
     @classmethod
     def decode(cls, text: str) -> SweepContext:
         fields = json.loads(text)
-        return cls(**{**fields, "keys": tuple(fields["keys"])})
+        study = StudyRef(**fields["study"]) if fields.get("study") else None
+        return cls(**{**fields, "keys": tuple(fields["keys"]), "study": study})
 
     def parent_of(self, overrides: list[str]) -> str:
         """The run a job with ``overrides`` nests under: its group of seed replicates, else the sweep's parent."""

@@ -10,8 +10,10 @@ from typing import Any
 from mlflow.entities import Run
 
 from lrlab.core.engines.results import EPOCH_METRICS
-from lrlab.core.replicates import Spread, per_epoch, spread
+from lrlab.core.outcome import Outcome
+from lrlab.core.replicates import Spread, log_spread, per_epoch, spread
 from lrlab.record.tracking import FAILED, FINISHED, GROUP_TAG, KILLED, Tracker
+from lrlab.sweep.job import OUTCOME_TAG
 from lrlab.sweep.names import group_name
 
 
@@ -46,6 +48,12 @@ class Group:
     def crashed(self) -> list[Run]:
         return [run for run in self.members if run.info.status == FAILED and run not in self.diverged]
 
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """How many of its seeds came to each outcome (``lrlab.core.outcome``), every outcome counted."""
+        found = [outcome_of(run) for run in self.members]
+        return {o.value: found.count(o.value) for o in Outcome}
+
     def final(self, metric: str) -> Spread:
         """The spread of a final metric over the seeds that finished."""
         return spread([run.data.metrics[metric] for run in self.finished])
@@ -64,6 +72,12 @@ class Group:
         if not self.ended:
             self.ended = True
             self.tracker.end(status)
+
+
+def outcome_of(run: Run) -> str:
+    """A job's outcome: its tag ``lrlab.outcome``; for a run without it, overflow if it diverged, else ""."""
+    diverged = run.data.tags.get("lrlab.diverged") == "true"
+    return run.data.tags.get(OUTCOME_TAG, Outcome.overflow.value if diverged else "")
 
 
 def _finite(run: Run) -> bool:
@@ -92,7 +106,8 @@ def start_groups(
 
 
 def aggregate(group: Group) -> dict[int, dict[str, float]]:
-    """Log the group's statistics over its finished seeds; return its per-epoch ``train_loss`` mean and CI."""
+    """Log the group's statistics over its finished seeds and how many came to each outcome (``n_<outcome>``);
+    return its per-epoch ``train_loss`` geometric mean and 95% interval (``log_spread``), for the overlay."""
     tracker = group.tracker
     finished = group.finished
     tracker.set_tags(
@@ -106,7 +121,7 @@ def aggregate(group: Group) -> dict[int, dict[str, float]]:
         print(f"{group.name}: {len(group.diverged)} of {len(group.members)} seed(s) diverged; aggregating the rest")
     curves: dict[int, dict[str, float]] = {}
     if not finished:
-        tracker.log_metrics({"n_replicates": 0, "n_diverged": len(group.diverged)}, 0)
+        tracker.log_metrics({"n_replicates": 0, "n_diverged": len(group.diverged), **_counts(group)}, 0)
         tracker.flush()
         return curves
     histories = {
@@ -118,9 +133,9 @@ def aggregate(group: Group) -> dict[int, dict[str, float]]:
         for step, m, s in zip(steps, mean, std, strict=True):
             tracker.log_metrics({f"{metric}_mean": m, **({f"{metric}_std": s} if len(runs) > 1 else {})}, step)
             if metric == "train_loss":
-                at = spread([h[step] for h in runs])
+                at = log_spread([h[step] for h in runs])
                 curves[step] = {"mean": at.mean, "low": at.low, "high": at.high}
-    once: dict[str, float] = {"n_replicates": len(finished), "n_diverged": len(group.diverged)}
+    once: dict[str, float] = {"n_replicates": len(finished), "n_diverged": len(group.diverged), **_counts(group)}
     for metric in EPOCH_METRICS:
         final = group.final(metric)
         if final.n > 1:
@@ -128,6 +143,10 @@ def aggregate(group: Group) -> dict[int, dict[str, float]]:
     tracker.log_metrics(once, steps[-1] if steps else 0)
     tracker.flush()
     return curves
+
+
+def _counts(group: Group) -> dict[str, float]:
+    return {f"n_{name}": count for name, count in group.outcomes.items()}
 
 
 def _history(tracker: Tracker, run: Run, metric: str) -> dict[int, float]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from lrlab.core.config import Config
 from lrlab.core.engines.results import EPOCH_METRICS
+from lrlab.core.outcome import classify
 from lrlab.core.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
 from lrlab.core.theory import Reference, stationary_excess_loss
 from lrlab.record.errors import JobFailed, StoreUnreachable
@@ -42,8 +43,10 @@ from lrlab.sweep import context, interrupt
 from lrlab.sweep.compose import task_overrides, to_config
 from lrlab.sweep.context import SweepContext
 from lrlab.sweep.names import job_run_name
+from lrlab.sweep.optuna_trial import Pruned, TrialHooks, trial_hooks
 
 SKIPPED = "SKIPPED"
+OUTCOME_TAG = "lrlab.outcome"  # overflow, growing, above_floor, at_floor or bounded (lrlab/core/outcome.py)
 
 
 @dataclass
@@ -70,10 +73,14 @@ def run_job(dcfg: DictConfig, run_name: str | None = None, extra_tags: dict[str,
     run = open_job(dcfg, run_name, extra_tags)
     if isinstance(run, JobResult):  # skipped, or refused after a stop, or failed as it started
         return run
-    try:
-        result = run_pipeline(run.cfg, run.on_epoch, run.on_reference, should_stop)
+    hooks = TrialHooks(run.on_epoch, should_stop)
+    try:  # an Optuna trial with a pruner reports each epoch and may be stopped early (lrlab/sweep/optuna_trial.py)
+        hooks = trial_hooks(context.current(), run.job_num, run.on_epoch, should_stop)
+        result = run_pipeline(run.cfg, hooks.on_epoch, run.on_reference, hooks.should_stop)
     except BaseException as error:  # Diverged, Stopped, a crash or a forced interrupt: the run records it
-        return run.conclude(error)
+        return run.conclude(hooks.outcome(error))
+    finally:
+        hooks.close()
     return run.conclude(result)
 
 
@@ -182,6 +189,7 @@ def job_tags(
     tags = {
         "lrlab.overrides": redact(" ".join(overrides)),
         "lrlab.config_hash": identity,
+        "lrlab.errors_against": cfg.dataset.errors_against,  # true_parameters, or least_squares_fit (a table)
         **provenance,
         **environment_tags(cfg.device.resolve()),
         **(extra_tags or {}),
@@ -231,6 +239,11 @@ class TrackedRun:
         if ref.ols_note:
             self.tracker.set_tags({"lrlab.ols": ref.ols_note})
 
+    def _outcome(self, history: list[EpochResult], diverged: bool) -> dict[str, str]:
+        """The run's ``lrlab.outcome`` tag, from its epochs and SGD's floor (where ``on_reference`` gave one)."""
+        floor = self.reference.theory_excess_loss if self.reference else None
+        return {OUTCOME_TAG: classify(history, diverged, floor).outcome.value}
+
     def conclude(self, outcome: TrainResult | BaseException) -> JobResult:
         """End the run with what training came to: a result (FINISHED), ``Diverged`` (FAILED, tagged),
         ``Stopped`` (KILLED; in the main process it then raises ``KeyboardInterrupt``), another exception
@@ -241,10 +254,16 @@ class TrackedRun:
             if isinstance(outcome, Diverged):
                 tracker.flush()
                 print(f"{self.label}{outcome} (lr={cfg.lr}): the run ends FAILED, tagged lrlab.diverged", flush=True)
-                tracker.set_tags({"lrlab.diverged": "true", "lrlab.diverged_epoch": outcome.epoch})
+                tags = {"lrlab.diverged": "true", "lrlab.diverged_epoch": outcome.epoch}
+                tracker.set_tags(tags | self._outcome(outcome.history, True))
                 _log_curves(tracker, cfg, outcome.history)
                 status = FAILED
                 return JobResult(tracker.run_id, FAILED, math.inf)
+            if isinstance(outcome, Pruned):  # an Optuna trial's pruner stopped it: KILLED, not failed
+                tracker.flush()
+                tracker.set_tags({"lrlab.pruned": "true", "lrlab.pruned_epoch": outcome.epoch})
+                print(f"{self.label}{self.name}: {outcome}, ends KILLED, tagged lrlab.pruned", flush=True)
+                return JobResult(tracker.run_id, KILLED, outcome.history[-1].train_loss)
             if isinstance(outcome, Stopped):
                 tracker.flush()
                 why = f"{interrupt.stop_requested()} during epoch {outcome.epoch}"
@@ -258,6 +277,7 @@ class TrackedRun:
                 raise KeyboardInterrupt(why) from None
             if isinstance(outcome, BaseException):
                 raise outcome
+            tracker.set_tags(self._outcome(outcome.history, False))
             _log_result(tracker, cfg, outcome, self.reference)
             status = FINISHED
             return JobResult(tracker.run_id, FINISHED, outcome.history[-1].train_loss, outcome)
@@ -293,19 +313,28 @@ def _log_curves(tracker: Tracker, cfg: Config, history: list[EpochResult]) -> No
     tracker.log_figure(figure, "loss_curves.png")
 
 
+def _errors_against(cfg: Config, ref: Reference | None) -> dict[str, Any]:
+    """params.json's reference, named for what it is: ``true_w``, ``true_b`` (synthetic data), or a table's columns
+    and its least-squares fit, ``least_squares_w`` (one per feature, in order) and ``least_squares_b``."""
+    if cfg.dataset.path is None:
+        return {"true_w": cfg.dataset.true_w, "true_b": cfg.dataset.true_b}
+    table = cfg.dataset.table()
+    fit = {"least_squares_w": list(ref.against.w), "least_squares_b": ref.against.b} if ref else {}
+    return {"features": list(table.features), "target": table.target, **fit}
+
+
 def _log_result(tracker: Tracker, cfg: Config, result: TrainResult, ref: Reference | None = None) -> None:
     theory = ref.theory_excess_loss if ref else None
     excess = stationary_excess_loss([r.excess_loss for r in result.history], cfg.theory_epochs, theory)
     timings = {"samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds}
     tracker.log_metrics({**timings, **excess}, cfg.num_epochs)
     tracker.flush()
-    tracker.log_dict(
-        {"w": result.w, "b": result.b, "true_w": cfg.dataset.true_w, "true_b": cfg.dataset.true_b}, "params.json"
-    )
+    tracker.log_dict({"w": result.w, "b": result.b, **_errors_against(cfg, ref)}, "params.json")
     _log_curves(tracker, cfg, result.history)
     last = result.history[-1]
-    print(f"error in estimating w: {last.w_error:.6f} (‖w − true_w‖₂)", flush=True)
-    print(f"error in estimating b: {last.b_error:.6f} (|b − true_b|)", flush=True)
+    w_star, b_star = ("true_w", "true_b") if cfg.dataset.path is None else ("w_ols", "b_ols")
+    print(f"error in estimating w: {last.w_error:.6f} (‖w − {w_star}‖₂)", flush=True)
+    print(f"error in estimating b: {last.b_error:.6f} (|b − {b_star}|)", flush=True)
     print(
         f"run {tracker.run_id}: FINISHED (make reproduce RUN={tracker.run_id} runs it again and compares)", flush=True
     )

@@ -4,8 +4,10 @@ Conclusions come only from runs that FINISHED with finite values: a diverged or 
 the table with its status, but it is not a point of a fitted slope or a theory picture.
 
 A sweep over seeds reads by group (lrlab/sweep/groups.py): one row per configuration with the mean, std and 95%
-t interval of each final metric over its finished seeds, each group's mean curve with its interval as a
-band, and the theory pictures through the group means.
+t interval of each final metric over its finished seeds, each group's geometric mean curve with its 95% interval on
+the log scale as a band, and the theory pictures through the group means. Every job's outcome (its tag
+``lrlab.outcome``: overflow, growing, above_floor, at_floor, bounded) is a column of the table, a line style of the
+overlay, and counted per group.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from lrlab.core.replicates import fit_slope, slope_interval, spread
+from lrlab.core.replicates import fit_slope, log_spread, slope_interval
 from lrlab.record.keys import shorten
 from lrlab.record.provenance import code_tags
 from lrlab.record.tracking import FAILED, FINISHED, KILLED, Tracker, finished_run, outcome, sweep_jobs
 from lrlab.sweep import report
-from lrlab.sweep.groups import Group, aggregate
+from lrlab.sweep.groups import Group, aggregate, outcome_of
 from lrlab.sweep.names import REPLICATE_KEY, Planned
 
 MIN_SLOPE_SIZES = 3  # a slope through fewer distinct sizes confirms nothing
@@ -30,6 +32,11 @@ MIN_SLOPE_SIZES = 3  # a slope through fewer distinct sizes confirms nothing
 def children(parent: Tracker) -> list[Run]:
     """The sweep's job runs (under its groups, in a sweep over seeds), in job order."""
     return sweep_jobs(parent.client, parent.experiment_id, parent.run_id)
+
+
+def pruned(run: Run) -> bool:
+    """Whether an optimising sweep's pruner stopped the run (KILLED, tagged ``lrlab.pruned``): not a failure."""
+    return run.data.tags.get("lrlab.pruned") == "true"
 
 
 def concluded(run: Run, metric: str) -> bool:
@@ -66,25 +73,39 @@ def summarise(
                 "w_error": final.get("w_error"),
                 "b_error": final.get("b_error"),
                 "train_seconds": final.get("train_seconds"),
-                "status": "SKIPPED" if run not in runs else outcome(run),
+                "outcome": outcome_of(run),
+                "status": "SKIPPED" if run not in runs else "PRUNED" if pruned(run) else outcome(run),
                 "run_id": run.info.run_id,
             }
         )
         history = parent.client.get_metric_history(run.info.run_id, "train_loss")
         curves[name] = [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)]
-        if outcome(run) in (FAILED, KILLED):
+        if outcome(run) in (FAILED, KILLED) and not pruned(run):
             failed.append(name)
     order = [job.name for job in planned]
     rows.sort(key=lambda row: order.index(str(row["run"])) if row["run"] in order else len(order))
     table = report.summary_table(rows)
     parent.log_text(table.to_csv(index=False), "summary.csv")
     parent.log_text(table.to_html(index=False), "summary.html")
-    figure = report.sweep_overlay(curves, parent.client.get_run(parent.run_id).info.run_name or "sweep")
+    title = parent.client.get_run(parent.run_id).info.run_name or "sweep"
+    outcomes = {str(row["run"]): str(row["outcome"]) for row in rows}
+    figure = report.sweep_overlay(curves, title, outcomes, *_numeric(keys, {str(r["run"]): r for r in rows}))
     parent.log_figure(figure, "comparison.png")
     if rows:
         print(table.to_string(index=False), flush=True)
     theory_pictures(parent, keys, runs + [run for _, run in reused])
     return failed
+
+
+def _numeric(keys: list[str], params: dict[str, dict[str, object]]) -> tuple[dict[str, float] | None, str]:
+    """The value of the one swept key for each name, where there is one key and every value is a number (the
+    overlay then colours by it); else None."""
+    if len(keys) != 1:
+        return None, ""
+    try:
+        return {name: float(str(p.get(keys[0], ""))) for name, p in params.items()}, keys[0]
+    except ValueError:
+        return None, ""
 
 
 def loglog_slope(xs: list[float], ys: list[float]) -> float | None:
@@ -103,6 +124,7 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
         return
     key = keys[0]
     metric = "train_loss" if key == "lr" else "w_error"
+    marks = {o: [float(r.data.params[key]) for r in runs if outcome_of(r) == o] for o in ("overflow", "growing")}
     runs = sorted((r for r in runs if concluded(r, metric)), key=lambda run: float(run.data.params[key]))
     if len(runs) < 2 and key == "lr":
         return
@@ -116,6 +138,7 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
             "final train_loss against lr (finished runs)",
             hlines={"OLS floor": first.get("ols_train_loss", math.nan)},
             vlines={"lr_critical_gd": first.get("lr_critical_gd", math.nan)},
+            marks=marks,
         )
         parent.log_figure(figure, "lr_vs_loss.png")
         return
@@ -168,6 +191,7 @@ def _summarise_groups(
         values = {key: _shared_param(group.members, key) for key in varied}
         stats = {metric: group.final(metric) for metric in FINAL}
         outcome_text = status if not group.diverged else f"{status}, {len(group.diverged)} diverged"
+        counts = ", ".join(f"{count} {name}" for name, count in group.outcomes.items() if count)
         common: dict[str, object] = {"group": group.name, **values, "n": len(group.finished)}
         common["diverged"] = len(group.diverged)
         rows.append(
@@ -178,18 +202,27 @@ def _summarise_groups(
                     for metric in FINAL
                     for part, attr in (("mean", "mean"), ("std", "std"), ("ci95_low", "low"), ("ci95_high", "high"))
                 },
+                "outcomes": counts,
                 "status": status,
                 "run_id": group.tracker.run_id,
             }
         )
         printed.append(
-            {**common, **{m: stats[m].text() for m in FINAL}, "status": outcome_text, "run_id": group.tracker.run_id}
+            {
+                **common,
+                **{m: stats[m].text() for m in FINAL},
+                "outcomes": counts,
+                "status": outcome_text,
+                "run_id": group.tracker.run_id,
+            }
         )
     table = report.summary_table(rows)
     parent.log_text(table.to_csv(index=False), "summary.csv")
     parent.log_text(table.to_html(index=False), "summary.html")
     title = parent.client.get_run(parent.run_id).info.run_name or "sweep"
-    parent.log_figure(report.group_overlay(bands, title), "comparison.png")
+    swept, key = _numeric(varied, {g.name: {k: _shared_param(g.members, k) for k in varied} for g in groups.values()})
+    outcomes = {g.name: g.outcomes for g in groups.values()}
+    parent.log_figure(report.group_overlay(bands, title, outcomes, swept, key), "comparison.png")
     print("mean ± std [95% t interval] over the seeds that finished, by group:", flush=True)
     print(report.summary_table(printed).to_string(index=False), flush=True)
     _group_theory(parent, varied, list(groups.values()))
@@ -244,7 +277,7 @@ def _group_theory(parent: Tracker, varied: list[str], groups: list[Group]) -> No
         f"ols_w_error: n^{ols:.2f} [{ols_low:.2f}, {ols_high:.2f}]",
         flush=True,
     )
-    means = {m: [spread(seeds) for seeds in values] for m, values in errors.items()}
+    means = {m: [log_spread(seeds) for seeds in values] for m, values in errors.items()}
     figure = report.versus_bands(
         xs, means, "num_examples", f"w error against n: slope {slope:.2f} [{low:.2f}, {high:.2f}] (theory -0.5)"
     )
@@ -274,13 +307,19 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
     where = f"divergence begins at lr={onset:g}" if onset is not None else "no lr diverged"
     across = f", {min(criticals):.3g}–{max(criticals):.3g} across seeds" if criticals else ""
     print(f"{where} (lr_critical_gd = {critical:.3g}{across}); seeds diverged per lr: {counts}", flush=True)
-    finished = [(lr, g.final("train_loss")) for lr, g in zip(lrs, groups, strict=True) if g.finished]
+    finished = [
+        (lr, log_spread([r.data.metrics["train_loss"] for r in g.finished]))
+        for lr, g in zip(lrs, groups, strict=True)
+        if g.finished
+    ]
+    marks = {o: [lr for lr, g in zip(lrs, groups, strict=True) if g.outcomes.get(o)] for o in ("overflow", "growing")}
     if len(finished) >= 2:
         figure = report.versus_bands(
             [lr for lr, _ in finished],
             {"train_loss": [s for _, s in finished]},
             "lr",
-            "final train_loss against lr: mean and 95% interval over finished seeds",
+            "final train_loss against lr: geometric mean and 95% interval over finished seeds",
             vlines={"lr_critical_gd (median over seeds)": critical},
+            marks=marks,
         )
         parent.log_figure(figure, "lr_vs_loss.png")

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from lrlab.tools.benchmarks import processes, record, speed, vectorized
+from lrlab.tools.benchmarks import processes, record, speed, theory, vectorized
 
 
 @dataclass
@@ -235,6 +235,17 @@ def floor_rows(quick: bool, repeats: int) -> list[Row]:
     ]
 
 
+THEORY_HEADING = "## SGD's theory beside the training (in one process)"
+
+
+def theory_rows(quick: bool, repeats: int) -> list[Row]:
+    """SGD's edge and noise floor against the run's own training (``benchmarks/theory.py``): target below 1x."""
+    try:
+        return [Row(*row) for row in theory.rows(quick, repeats)]
+    except Exception as error:  # report and go on
+        return [Row("SGD's theory", "", "the run's training", f"error: {_error_line(error)}")]
+
+
 def machine() -> list[str]:
     """The machine and software the figures come from."""
     cpu = platform.processor() or platform.machine()
@@ -286,6 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     floor_table = floor_rows(args.quick, repeats)
     print("\n".join(table(floor_table)), flush=True)
 
+    print("\nSGD's theory beside the training, in one process", flush=True)
+    theory_table = theory_rows(args.quick, repeats)
+    print("\n".join(table(theory_table)), flush=True)
+
     print("\nThe vectorized path in one process (no MLflow): K jobs as one batched group", flush=True)
     batched_table = batched_rows("cpu", args.quick, repeats)
     print("\n".join(table(batched_table)), flush=True)
@@ -333,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
         FLOOR_HEADING,
         "",
         *table(floor_table),
+        "",
+        THEORY_HEADING,
+        "",
+        *table(theory_table),
         "",
         "## The vectorized path in one process (no MLflow, no CLI)",
         "",

@@ -31,6 +31,7 @@ CASES = [
     "steps 1-7 of a seed-sized job",
     "256 jobs' records alone",
     "16 jobs, one batched group, compiled on cpu",
+    "SGD's theory (lr_critical_ms, theory_excess_loss)",
 ]
 RATIO = re.compile(r"\| -?\d[\d,]*(\.\d+)?× ")
 

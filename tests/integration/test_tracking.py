@@ -205,7 +205,14 @@ def test_a_command_line_choice_beats_the_study_in_the_record(
 ) -> None:
     # Every group chosen on the command line at once; the wide set kept small.
     choices = [f"{group}={option}" for group, option in OTHER.items()]
-    one_job = [f"experiment={study}", *choices, "num_epochs=1", "dataset.num_examples=200", "hydra.mode=RUN"]
+    one_job = [
+        f"experiment={study}",
+        *choices,
+        "num_epochs=1",
+        "theory_epochs=0",
+        "dataset.num_examples=200",
+        "hydra.mode=RUN",
+    ]
     run = client.get_run(run_in_process(*one_job))
     logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text())
     for group, option in OTHER.items():

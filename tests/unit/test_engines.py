@@ -238,9 +238,9 @@ def test_the_wide_evaluation_is_end_epochs_within_round_off(composed: dict[str, 
         true_w = torch.randn(dim, generator=generator).tolist()
         cfg = variant(composed["sgd"], loss=loss_name, dataset={"true_w": true_w, "true_b": 4.2, "num_examples": n})
         features, labels = torch.randn(n, dim, generator=generator), torch.randn(n, 1, generator=generator) * 5
-        kernel = compiled.evaluation(cfg, features, labels)
-        assert kernel is not None
         ref = reference(features, labels, true_w, 4.2, loss_name, 0.03)
+        kernel = compiled.evaluation(cfg, features, labels, ref.against)
+        assert kernel is not None
         for scale, poison in ((1.0, None), (1.0, math.inf), (1.0, math.nan), (1.5e18, None)):  # 1.5e18: losses ~1e37
             w, b = torch.randn(dim, 1, generator=generator) * scale, torch.randn(1, generator=generator)
             if poison is not None:

@@ -125,3 +125,20 @@ def test_a_sweep_shows_a_jobs_bar_on_a_terminal(tmp_path: Path, launcher: str) -
     screen = _screen_lines(text)
     hydra_line = re.compile(r"^\[[^\]]+\]\[HYDRA\]\s+#2 : [^%]*lr=0\.1 num_epochs=2$")  # Hydra's lines whole too
     assert any(hydra_line.match(line) for line in screen), text
+
+
+def test_an_optimising_sweep_shows_a_trials_bar_on_a_terminal(tmp_path: Path) -> None:
+    code = "import sys; from lrlab.run import main; sys.argv[0] = 'lrlab'; main()"
+    args = [
+        "-m",
+        "hydra/sweeper=optuna",
+        "lr=interval(0.01,0.3)",
+        "hydra.sweeper.n_trials=3",
+        "num_epochs=2",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
+    text = _in_pty(code, *args, cwd=tmp_path, env=_env(tmp_path))
+    assert re.search(r"trials: +\d+%\|", text) and "3/3" in text, text
+    _assert_epoch_lines_whole(text, 6)
+    assert sum(line.startswith("trial ") and "COMPLETE" in line for line in _screen_lines(text)) == 3, text

@@ -86,9 +86,10 @@ def hand_written(cfg: Config) -> list[tuple[float, float | None]]:
     """The seed's loop, written out: minibatch SGD on ½(ŷ−y)² with the step's lr, and the float64 running mean.
 
     Each epoch's (train_loss, avg_train_loss) as the pipeline evaluates them (the mean loss over the data)."""
-    features, labels = generate_dataset(cfg)
+    data = generate_dataset(cfg)
+    features, labels = data.features, data.labels
     reader = read_dataset(cfg, features, labels)
-    w, b = init_model_params(cfg)
+    w, b = init_model_params(cfg, features.shape[1])
     w.requires_grad_(True)
     b.requires_grad_(True)
     n = len(features)

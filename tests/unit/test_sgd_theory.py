@@ -105,10 +105,46 @@ def test_the_edge_is_where_the_dense_operator_reaches_one_and_the_fixed_point_so
     assert ref.sgd.excess_loss(edge) is None and ref.sgd.excess_loss(1.5 * edge) is None
 
 
+W3 = [2.0, -3.4, 1.5]
+
+
+@pytest.mark.parametrize("b", [1, 7, 200])
+def test_blocked_lanczos_agrees_with_the_dense_operator_at_d3(b: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """d = 3, n = 200, with M(Σ) and G over blocks of 64 rows (the last one of 8) and the data read 50 rows at a
+    time: the edge where the dense (d+1)²×(d+1)² operator's spectral radius crosses 1 (bisection on the dense
+    operator itself, not the pencil), and the fixed point solved densely, both to 1e-8 relative."""
+    import lrlab.core.theory as theory
+
+    X, y = synthetic_data(torch.tensor(W3), 4.2, 200, 1.0, torch.Generator().manual_seed(3))
+    A, labels, theta = design(X, y)
+    whole = reference(X, y, W3, 4.2, "squared", 0.01, batch_size=b)
+    monkeypatch.setattr(theory, "SGD_BLOCK_BYTES", 1)  # _block_rows' floor: 64 rows
+    ref = reference(X, y, W3, 4.2, "squared", 0.01, chunk_rows=50, batch_size=b)
+    assert ref.lr_critical_ms is not None and ref.sgd is not None
+    assert ref.lr_critical_ms == pytest.approx(whole.lr_critical_ms, rel=1e-12)  # blocks change round-off only
+
+    def radius(eta: float) -> float:
+        return float(np.abs(np.linalg.eigvals(dense_operator(A, b, eta))).max())
+
+    H, G, p = A.T @ A / len(A), noise_moment(A, labels, theta), A.shape[1]
+    low, high = 0.0, 1.01 * 2 / np.linalg.eigvalsh(H).max()  # past GD's edge, past SGD's
+    assert radius(high) > 1
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if radius(middle) < 1 else (low, middle)
+    assert ref.lr_critical_ms == pytest.approx(low, rel=1e-8)
+    for fraction in (0.01, 0.3, 0.9, 0.99):
+        eta = fraction * low
+        stationary = np.linalg.solve(np.eye(p * p) - dense_operator(A, b, eta), (eta**2 / b * G).reshape(-1))
+        want = 0.5 * np.trace(H @ stationary.reshape(p, p))
+        assert ref.sgd.excess_loss(eta) == pytest.approx(want, rel=1e-8)
+
+
 def test_the_seeds_data_edges() -> None:
     """The edges on the data of a default run (seed 0): GD's 1.86; SGD's 0.443, 1.46 and 1.82 at b = 1, 10, 100."""
     cfg = Config()
-    X, y = generate_dataset(cfg)
+    data = generate_dataset(cfg)
+    X, y = data.features, data.labels
     edges = [reference(X, y, [2.0, -3.4], 4.2, "squared", 0.03, batch_size=b).lr_critical_ms for b in (1, 10, 100)]
     assert reference(X, y, [2.0, -3.4], 4.2, "squared", 0.03).lr_critical_gd == pytest.approx(1.8564, abs=1e-4)
     assert edges == pytest.approx([0.4428, 1.4595, 1.8196], abs=1e-4)
@@ -165,7 +201,7 @@ def test_lrlab_runs_with_replacement_reach_theory_excess_loss(b: int, lr: float,
             f"loss={loss}", "num_epochs=100", "theory_epochs=80", f"seed={seed}",
         )  # fmt: skip
         history = lrlab.train(cfg).history
-        ref = closed_form(cfg, *generate_dataset(cfg))
+        ref = closed_form(cfg, generate_dataset(cfg))
         assert ref.theory_excess_loss is not None
         metrics = stationary_excess_loss([r.excess_loss for r in history], 80, ref.theory_excess_loss)
         measured.append(metrics["measured_excess_loss"])
@@ -254,9 +290,9 @@ def test_only_plain_sgd_gets_the_sgd_theory() -> None:
         "momentum": variant(cfg, "sgd", 0.9),
         "adam": variant(cfg, "adam"),
     }
-    features, labels = generate_dataset(cfg)
+    data = generate_dataset(cfg)
     for name, run in runs.items():
-        metrics = closed_form(run, features, labels).as_metrics()
+        metrics = closed_form(run, data).as_metrics()
         assert plain_sgd(run) is (name in ("sgd_scratch", "sgd"))
         assert all((key in metrics) is plain_sgd(run) for key in SGD_KEYS), name
         assert "lr_critical_gd" in metrics and "lr_ratio" in metrics
@@ -286,9 +322,9 @@ def test_a_vectorized_group_gets_each_members_own_references() -> None:
         return Member(cfg, lambda ref: got.__setitem__(index, ref.as_metrics()), lambda _: None, lambda _: None)
 
     train_group([member(i, cfg) for i, cfg in enumerate(cfgs)], lambda: False)
-    features, labels = generate_dataset(base)
+    data = generate_dataset(base)
     for index, cfg in enumerate(cfgs):
-        assert got[index] == closed_form(cfg, features, labels).as_metrics()
+        assert got[index] == closed_form(cfg, data).as_metrics()
     assert "theory_excess_loss" not in got[0] and "theory_excess_loss" in got[2]
 
 

@@ -24,6 +24,7 @@ from lrlab.core.models import LinReg
 from lrlab.core.optim import ScratchSGD, TorchUpdate, Update
 from lrlab.core.progress import bar
 from lrlab.core.schedules import averaging_start, factors
+from lrlab.core.theory import Parameters
 
 WORK_PER_CALL = 1 << 22  # multiply-adds per kernel call, at most: bounds how long a stop waits
 SUM_LANES = 8  # Vectorized<float>::size() of torch's CPU sum kernel: 8 on x86-64, AVX-512 machines included
@@ -396,8 +397,9 @@ def is_mse(cfg: Config) -> bool:
             assert_never(cfg.loss.name)
 
 
-def evaluation(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> Evaluate | None:
-    """``end_epoch``'s evaluation of models of ``cfg``'s shape on this data, in a kernel where one applies.
+def evaluation(cfg: Config, features: torch.Tensor, labels: torch.Tensor, against: Parameters) -> Evaluate | None:
+    """``end_epoch``'s evaluation of models of ``cfg``'s shape on this data, in a kernel where one applies; parameter
+    errors against ``against`` (``Reference.against``: the true parameters, or the least-squares fit).
 
     ``_evaluate`` where it repeats torch's arithmetic (at most ``EVAL_MAX_EXAMPLES`` examples and
     ``EVAL_MAX_DIM`` features), ``_evaluate_wide`` for a wide model; in between (d = 4, or more examples),
@@ -410,7 +412,7 @@ def evaluation(cfg: Config, features: torch.Tensor, labels: torch.Tensor) -> Eva
     if kernel is None:
         return None
     features_np, labels_np = features.contiguous().numpy(), labels.reshape(-1).contiguous().numpy()
-    true_w, true_b = np.array(cfg.dataset.true_w, np.float32), np.float32(cfg.dataset.true_b)
+    true_w, true_b = np.array(against.w, np.float32), np.float32(against.b)
     mse = is_mse(cfg)
     scratch = (np.empty(num_examples if exact else 0, np.float32), np.empty((4, 4), np.float32))
     kernel(features_np[:1], labels_np[:1], true_w, np.zeros(1, np.float32), true_w, true_b, mse, *scratch)
@@ -440,7 +442,7 @@ def train(problem: Problem) -> TrainResult:
     averaged = (average.mean.numpy(), average.count, average.start)
     args = (*model, factors(cfg.schedule, num_batches, cfg.num_epochs, 1), *averaged)
     _steps(features_np, labels_np, np.empty(0, np.int64), 0, 0, *args)  # compiles, or loads the cache: no steps
-    evaluate = evaluation(cfg, features, labels)
+    evaluate = evaluation(cfg, features, labels, problem.ref.against)
     history: list[EpochResult] = []
     start = time.perf_counter()  # after the compile, which is a cost of the process, not of training
     for epoch in range(1, cfg.num_epochs + 1):

@@ -38,8 +38,8 @@ class Problem:
 class EpochResult:
     epoch: int  # 1-based, the MLflow step
     train_loss: float  # mean loss over the whole training set after the epoch, as the seed prints it
-    w_error: float  # ‖w − true_w‖₂
-    b_error: float  # |b − true_b|
+    w_error: float  # ‖w − true_w‖₂, or ‖w − w_ols‖₂ on a table (``Reference.against``)
+    b_error: float  # |b − true_b|, or |b − b_ols|
     excess_loss: float  # train_loss − the least-squares fit's loss on the same data
     # The averaged model's (``averaging``), once it averages an iterate; None otherwise.
     avg_train_loss: float | None = None
@@ -112,15 +112,15 @@ def end_epoch(
 
 
 def _evaluate(problem: Problem, net: LinReg) -> Evaluated:
-    """The mean step-5 loss of ``net`` over the training set, ‖w − true_w‖₂, |b − true_b| and whether w and b are
-    finite."""
-    cfg, features, labels = problem.cfg, problem.features, problem.labels
+    """The mean step-5 loss of ``net`` over the training set, ‖w − w*‖₂, |b − b*| and whether w and b are finite;
+    (w*, b*) is what errors are measured against (``Reference.against``: the true parameters, or the OLS fit)."""
+    against, features, labels = problem.ref.against, problem.features, problem.labels
     with torch.no_grad():
-        true_w = torch.tensor(cfg.dataset.true_w, dtype=features.dtype, device=features.device)
+        w_against = torch.tensor(against.w, dtype=features.dtype, device=features.device)
         train_loss = float(problem.loss(net(features), labels).mean())
         w, b = net.estimates()
-        w_error = float(torch.linalg.vector_norm(w - true_w))
-        b_error = float((b - cfg.dataset.true_b).abs())
+        w_error = float(torch.linalg.vector_norm(w - w_against))
+        b_error = float((b - against.b).abs())
         finite = bool(torch.isfinite(w).all() and torch.isfinite(b).all())
     return train_loss, w_error, b_error, finite
 

@@ -21,10 +21,11 @@ def unsupported(cfg: Config) -> str | None:
             f"optimizer={cfg.optimizer.name.value}: launcher=vectorized trains engine=autograd jobs with "
             "optimizer=sgd_scratch, sgd or momentum only (use engine=compiled, or launcher=basic)"
         )
-    d = len(cfg.dataset.true_w)
+    d = cfg.dataset.shape()[1]
     if d > EXACT_FEATURES:
+        key = "dataset.true_w" if cfg.dataset.path is None else "dataset.features"
         return (
-            f"dataset.true_w: launcher=vectorized trains engine=autograd jobs of at most {EXACT_FEATURES} features "
+            f"{key}: launcher=vectorized trains engine=autograd jobs of at most {EXACT_FEATURES} features "
             f"(this one has {d}): torch sums a wider forward pass in another order, so the numbers would not be "
             "the basic launcher's (use engine=compiled, or launcher=basic)"
         )

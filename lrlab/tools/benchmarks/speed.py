@@ -80,13 +80,14 @@ def _lrlab(cfg: Config, engine: str) -> Callable[[int], float]:
 def measure(case: SpeedCase, repeats: int, seconds: float) -> SpeedResult:
     """Median samples/s of the seed's loop and of both engines on ``case``."""
     cfg = compose(*case.overrides, "num_epochs=1")
-    features, labels = generate_dataset(cfg)  # the data lrlab's runs of this config train on
+    data = generate_dataset(cfg)  # the data lrlab's runs of this config train on
+    features, labels = data.features, data.labels
     contenders = {
         "reference": _seed_loop(case, cfg, features, labels),
         "autograd": _lrlab(cfg, "autograd"),
         "compiled": _lrlab(cfg, "compiled"),
     }
-    num_examples = cfg.dataset.num_examples
+    num_examples = len(features)
     epochs = dict.fromkeys(contenders, 1)
     if num_examples < LARGE:
         for name, timed in contenders.items():

@@ -1,0 +1,1 @@
+"""lrlab's optimising sweeper, ``hydra/sweeper=optuna`` (see ``optuna_sweeper.py``)."""
