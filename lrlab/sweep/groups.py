@@ -9,7 +9,7 @@ from typing import Any
 
 from mlflow.entities import Run
 
-from lrlab.core.engines.results import EPOCH_METRICS
+from lrlab.core.metrics import EPOCH_METRICS
 from lrlab.core.outcome import Outcome
 from lrlab.core.replicates import Spread, log_spread, per_epoch, spread
 from lrlab.record.tracking import FAILED, FINISHED, GROUP_TAG, KILLED, Tracker

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lrlab.core.config import Config
-from lrlab.core.engines.results import EPOCH_METRICS
+from lrlab.core.metrics import EPOCH_METRICS
 from lrlab.core.outcome import classify
 from lrlab.core.pipeline import Diverged, EpochResult, Stopped, TrainResult, run_pipeline
 from lrlab.core.theory import Reference, stationary_excess_loss

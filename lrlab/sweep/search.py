@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, Override, RangeSweep, Transformer
 from omegaconf import DictConfig, OmegaConf
 
-from lrlab.core.engines.results import AVERAGED_METRICS, EPOCH_METRICS
+from lrlab.core.metrics import AVERAGED_METRICS, EPOCH_METRICS
 from lrlab.record.errors import UsageError
 from lrlab.record.redact import redact
 from lrlab.sweep.compose import is_group, options, task_overrides

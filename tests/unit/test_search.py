@@ -204,3 +204,12 @@ def test_the_search_modules_leave_optuna_to_the_sweep() -> None:
     code = "import lrlab.sweep.callback, lrlab.sweep.job, sys; print('optuna' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_callback_refuses_bad_input_without_importing_torch() -> None:
+    """Every command loads the callback, and bad input ends there: torch (about 1 s) waits for a job to train."""
+    import subprocess
+
+    code = "import lrlab.sweep.callback, sys; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

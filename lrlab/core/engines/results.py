@@ -13,6 +13,7 @@ import torch
 from lrlab.core.config import Config
 from lrlab.core.data import Reader
 from lrlab.core.losses import Loss
+from lrlab.core.metrics import AVERAGED_METRICS, EPOCH_METRICS
 from lrlab.core.models import LinReg
 from lrlab.core.optim import Update
 from lrlab.core.theory import Reference
@@ -51,10 +52,6 @@ class EpochResult:
         """The epoch's metrics by name: ``EPOCH_METRICS``, and ``AVERAGED_METRICS`` where there are any."""
         names = EPOCH_METRICS + (AVERAGED_METRICS if self.avg_train_loss is not None else ())
         return {name: getattr(self, name) for name in names}
-
-
-EPOCH_METRICS = ("train_loss", "w_error", "b_error", "excess_loss")  # what every epoch records, by name
-AVERAGED_METRICS = tuple(f"avg_{name}" for name in EPOCH_METRICS)  # and a run with averaging, of the averaged model
 
 
 @dataclass
