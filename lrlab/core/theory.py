@@ -452,3 +452,23 @@ def stationary_excess_loss(excess_losses: Sequence[float], epochs: int, theory: 
     if theory is not None and theory > 0:
         metrics["excess_loss_ratio"] = measured / theory
     return metrics
+
+
+def averaged_transient(hessian: np.ndarray, error: np.ndarray, lr: float, start: int, total: int) -> np.ndarray:
+    """Where the average of gradient descent's iterates sits, relative to the minimiser: the mean of
+    (I − lr·hessian)^k · error over k = start+1 … total, in float64, from the eigenvalues (closed form).
+
+    It is the bias of averaged SGD (``averaging``, from step ``start`` of ``total``, ``lrlab/core/schedules.py``)
+    from its initial error ``error`` = θ₀ − θ_ols, without the minibatch noise: with ``hessian`` the loss's
+    (2c·AᵀA/n, ``LOSS_SCALE``), (Bach & Moulines 2013) it falls as 1/(lr·λ·count) once the transient is over."""
+    values, vectors = np.linalg.eigh(np.asarray(hessian, dtype=np.float64))
+    factor = 1.0 - lr * values  # per eigendirection, each step
+    count = total - start
+    sums = np.empty_like(factor)  # Σ_{k=start+1}^{total} factor^k
+    for i, a in enumerate(factor):
+        if abs(1.0 - a) < 1e-12:
+            sums[i] = count * a ** (start + 1)
+        else:
+            sums[i] = a ** (start + 1) * (1.0 - a**count) / (1.0 - a)
+    along = vectors.T @ np.asarray(error, dtype=np.float64)
+    return np.asarray(vectors @ (sums * along / count))

@@ -21,11 +21,16 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from lrlab.api import compose
+from lrlab.core.pipeline import generate_dataset, init_model_params
 from lrlab.core.replicates import Spread, log_spread, slope_interval
+from lrlab.core.schedules import averaging_start
+from lrlab.core.theory import LOSS_SCALE, averaged_transient
 from lrlab.record.store import read_client, resolve_tracking_uri
 from lrlab.sweep import report
 
 FIGURES = Path(__file__).resolve().parents[2] / "experiments" / "figures"
+TAIL_FROM = 300  # sample_size: the least n whose tail average is past its transient (see its last table)
 DIVERGING = ("overflow", "growing")  # outcomes (lrlab.outcome) of a run whose loss is not bounded
 
 
@@ -191,14 +196,17 @@ def sample_size(frame: pd.DataFrame, figures: Path) -> str:
     average and the least-squares fit."""
     frame = _numeric(frame, ["dataset.num_examples"])
     rows, series, sizes = [], {}, []
-    cases: list[tuple[str, str, str]] = [
-        ("SGD, last iterate", "none", "w_error"),
-        ("SGD, Polyak average", "polyak", "avg_w_error"),
-        ("SGD, tail average", "tail", "avg_w_error"),
-        ("least squares (OLS)", "none", "ols_w_error"),
+    cases: list[tuple[str, str, str, float]] = [
+        ("SGD, last iterate", "none", "w_error", 0),
+        ("SGD, Polyak average", "polyak", "avg_w_error", 0),
+        ("SGD, tail average", "tail", "avg_w_error", 0),
+        ("least squares (OLS)", "none", "ols_w_error", 0),
+        # Where the tail's transient is over (the last table: below the OLS error from n = 300 on).
+        (f"SGD, tail average, n ≥ {TAIL_FROM}", "tail", "avg_w_error", TAIL_FROM),
     ]
-    for label, averaging, metric in cases:
-        chosen = frame[frame["averaging"] == averaging].dropna(subset=[metric])
+    for label, averaging, metric, least in cases:
+        chosen = frame[(frame["averaging"] == averaging) & (frame["dataset.num_examples"] >= least)]
+        chosen = chosen.dropna(subset=[metric])
         by_n = sorted(chosen.groupby("dataset.num_examples"), key=lambda kv: kv[0])
         xs = [float(n) for n, _ in by_n]
         groups = [g[metric].tolist() for _, g in by_n]
@@ -209,6 +217,8 @@ def sample_size(frame: pd.DataFrame, figures: Path) -> str:
         rows.append(
             {"estimate": label, "slope": f"{slope:.2f}", "95% bootstrap": f"[{low:.2f}, {high:.2f}]", "-0.5": inside}
         )
+        if least:
+            continue  # a fit over fewer sizes: the slope only
         series[label] = (xs, [log_spread(g) for g in groups])
         sizes.append(
             {"estimate": label, **{f"n={n:g}": log_spread(g).text(2) for n, g in zip(xs, groups, strict=True)}}
@@ -216,7 +226,50 @@ def sample_size(frame: pd.DataFrame, figures: Path) -> str:
     xs = series[cases[0][0]][0]
     figure = report.versus_bands(xs, {k: v[1] for k, v in series.items()}, "num_examples", "w error against n")
     _save(figure, figures, "sample_size", "error_vs_n")
-    return _table(rows) + "\n\n" + _table(sizes)
+    return _table(rows) + "\n\n" + _table(sizes) + "\n\n" + _table(_averaged_against_theory(frame))
+
+
+def _averaged_against_theory(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Per averaging and n: the measured ``avg_w_error`` against its prediction without the minibatch noise: the
+    error of θ_ols plus gradient descent's averaged transient (``averaged_transient``), for each seed's own data and
+    initial parameters, composed as the study composes them (``experiment=sample_size``)."""
+    rows = []
+    for (averaging, n), group in sorted(frame.groupby(["averaging", "dataset.num_examples"])):
+        if averaging == "none":
+            continue
+        parts = [_averaged_w_error(int(n), str(seed), str(averaging)) for seed in group["seed"]]
+        predicted = float(np.exp(np.mean(np.log([p for p, _ in parts]))))  # geometric, as the measured one
+        measured = log_spread(group["avg_w_error"].tolist())
+        rows.append(
+            {
+                "averaging": averaging,
+                "n": f"{n:g}",
+                "measured avg_w_error": measured.text(2),
+                "predicted": f"{predicted:.2g}",
+                "transient ‖·‖ (median)": f"{np.median([t for _, t in parts]):.2g}",
+                "interval": "holds it" if measured.low <= predicted <= measured.high else "misses it",
+            }
+        )
+    return rows
+
+
+def _averaged_w_error(num_examples: int, seed: str, averaging: str) -> tuple[float, float]:
+    """‖w_ols + transient_w − true_w‖ and ‖transient_w‖ for one job of the sample-size study."""
+    cfg = compose(
+        "experiment=sample_size", f"dataset.num_examples={num_examples}", f"seed={seed}", f"averaging={averaging}"
+    )
+    data = generate_dataset(cfg)
+    design = np.hstack([data.features.double().numpy(), np.ones((len(data.features), 1))])
+    theta = np.linalg.lstsq(design, data.labels.double().numpy().ravel(), rcond=None)[0]
+    w, b = init_model_params(cfg, design.shape[1] - 1)
+    start_from = np.concatenate([w.double().numpy().ravel(), b.double().numpy().ravel()])
+    hessian = 2 * LOSS_SCALE[cfg.loss.name.value] * design.T @ design / len(design)
+    total = cfg.num_epochs * math.ceil(num_examples / cfg.batch_size)
+    start = averaging_start(cfg.averaging, total)
+    assert start is not None and data.true_w is not None
+    transient = averaged_transient(hessian, start_from - theta, cfg.lr, start, total)[:-1]
+    error = float(np.linalg.norm(theta[:-1] + transient - np.asarray(data.true_w)))
+    return error, float(np.linalg.norm(transient))
 
 
 def lr_sweep(frame: pd.DataFrame, figures: Path) -> str:

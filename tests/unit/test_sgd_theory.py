@@ -36,7 +36,7 @@ from lrlab.core.batched import Member, train_group
 from lrlab.core.config import Config, ConfigError, OptimizerConfig, OptimizerName, ReaderConfig, ReaderName
 from lrlab.core.data import synthetic_data
 from lrlab.core.pipeline import closed_form, generate_dataset, plain_sgd
-from lrlab.core.theory import LOSS_SCALE, reference, stationary_excess_loss
+from lrlab.core.theory import LOSS_SCALE, averaged_transient, reference, stationary_excess_loss
 
 SGD_KEYS = ("lr_critical_ms", "theory_excess_loss")
 
@@ -398,3 +398,17 @@ def test_a_tracked_run_logs_the_measured_floor_beside_the_theory(tracking_uri: s
 def test_the_reader_option_with_replacement_composes() -> None:
     cfg = lrlab.compose("reader=with_replacement")
     assert cfg.reader == ReaderConfig(name=ReaderName.with_replacement)
+
+
+@pytest.mark.parametrize(("start", "total"), [(0, 200), (100, 200), (0, 1), (7, 8)])
+def test_the_averaged_transient_is_the_mean_of_gradient_descents_iterates(start: int, total: int) -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(50, 3))
+    hessian, error, lr = rows.T @ rows / 50, rng.normal(size=3), 0.07
+    iterate, kept = error.copy(), []
+    for step in range(total):  # the loop: e ← (I − lr·H) e, the iterates after steps start … total−1 averaged
+        iterate = iterate - lr * hessian @ iterate
+        if step >= start:
+            kept.append(iterate.copy())
+    got = averaged_transient(hessian, error, lr, start, total)
+    np.testing.assert_allclose(got, np.mean(kept, axis=0), rtol=1e-12, atol=1e-15)
