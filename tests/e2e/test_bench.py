@@ -36,6 +36,7 @@ CASES = [
 RATIO = re.compile(r"\| -?\d[\d,]*(\.\d+)?× ")
 
 
+@pytest.mark.soak_only  # make soak only: a smoke test of make bench's tool, not of lrlab
 @pytest.mark.e2e
 def test_quick_bench_prints_every_case_and_writes_the_tables(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"

@@ -218,7 +218,14 @@ def test_reproduce_of_a_run_without_its_config_is_one_line(removed: str, swept: 
     assert run_ids(store) == before
 
 
-@pytest.mark.parametrize("run_id", [NO_SUCH_RUN, "0123456789abcdef", "lr=0.1"])
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        NO_SUCH_RUN,
+        pytest.param("0123456789abcdef", marks=pytest.mark.soak_only),
+        pytest.param("lr=0.1", marks=pytest.mark.soak_only),
+    ],
+)
 def test_reproduce_of_a_wrong_run_id_is_one_line(run_id: str, store: Path) -> None:
     done = lrlab("reproduce", run_id, "--tracking-uri", f"sqlite:///{store}", cwd=store.parent)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -22,7 +22,7 @@ def lrlab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
-@pytest.mark.parametrize("sweep", [True, False])
+@pytest.mark.parametrize("sweep", [True, pytest.param(False, marks=pytest.mark.soak_only)])
 def test_jobs_that_change_folder_still_write_to_the_store_of_the_folder_lrlab_ran_from(
     tmp_path: Path, sweep: bool
 ) -> None:

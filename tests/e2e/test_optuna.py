@@ -127,6 +127,7 @@ def test_a_pruned_trial_ends_killed_tagged_with_the_epochs_it_ran(
     assert "PRUNED" in done.stdout.split("status")[-1]  # the summary table
 
 
+@pytest.mark.soak_only  # make soak: make test has the resume in the Ctrl-C test
 def test_the_same_command_again_runs_only_the_trials_still_to_do(
     run_cli: Cli, client: MlflowClient, tmp_path: Path
 ) -> None:

@@ -38,7 +38,7 @@ def summary_rows(client: MlflowClient, run_id: str, tmp_path: Path) -> list[dict
     return list(csv.DictReader(io.StringIO(text)))
 
 
-@pytest.mark.parametrize("launcher", ["basic", "vectorized"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("vectorized", marks=pytest.mark.soak_only)])
 def test_each_job_is_tagged_with_its_outcome(run_cli: Cli, client: MlflowClient, tmp_path: Path, launcher: str) -> None:
     done = run_cli("-m", f"lr={','.join(EXPECTED)}", *FULL_BATCH, f"launcher={launcher}")
     assert done.returncode == 0, done.stderr

@@ -19,6 +19,7 @@ def jobs_of(client: MlflowClient) -> list:  # type: ignore[type-arg]
     return [r for r in all_runs(client) if "lrlab.config_hash" in r.data.tags]
 
 
+@pytest.mark.soak_only  # make soak: make test has reproduce of a sweep in test_studies
 def test_a_joblib_sweep_reproduces_bit_for_bit_in_one_process(
     run_cli: Cli, client: MlflowClient, run_reproduce: Callable[[str], subprocess.CompletedProcess[str]]
 ) -> None:

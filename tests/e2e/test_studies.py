@@ -33,6 +33,7 @@ def sweeps(client: MlflowClient) -> list[tuple[Run, list[Run], list[Run]]]:
     return found
 
 
+@pytest.mark.soak_only  # make soak: make test has resume in test_reruns
 def test_lr_study_resumes_where_it_stopped_and_skips_what_finished(run_cli: Cli, client: MlflowClient) -> None:
     # A study that stopped after one of its lrs.
     partial = run_cli("experiment=lr_sweep", "hydra.sweeper.params.lr=0.01", SEEDS)

@@ -127,6 +127,7 @@ def test_a_sweep_shows_a_jobs_bar_on_a_terminal(tmp_path: Path, launcher: str) -
     assert any(hydra_line.match(line) for line in screen), text
 
 
+@pytest.mark.soak_only  # make soak: make test has the jobs bar, the same Bar
 def test_an_optimising_sweep_shows_a_trials_bar_on_a_terminal(tmp_path: Path) -> None:
     code = "import sys; from lrlab.run import main; sys.argv[0] = 'lrlab'; main()"
     args = [
