@@ -71,6 +71,32 @@ def test_a_sweep_lands_in_the_postgresql_store(pg_server: LrlabServer, tmp_path:
     db.close()
 
 
+def test_an_optuna_study_lives_in_the_same_postgresql_database_and_resumes(
+    pg_server: LrlabServer, tmp_path: Path
+) -> None:
+    """A postgresql store keeps its sweep's Optuna study in the same database, schema lrlab_optuna; the same command
+    again finds the study there and runs nothing new."""
+    experiment = f"optuna-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "lrlab.run", "-m", "hydra/sweeper=optuna", "lr=interval(0.01,0.3)"]
+    command += ["hydra.sweeper.n_trials=2", "num_epochs=1", "dataset.num_examples=100"]
+    command += [f"experiment_name={experiment}", f"hydra.sweep.dir={tmp_path}/m"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": pg_server.backend}  # its ?host=... would need quoting in an override
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    socket_dir = parse_qs(urlsplit(pg_server.backend).query)["host"][0]
+    with psycopg2.connect(dbname="mlflow", user="lrlab", host=socket_dir) as db, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.state FROM lrlab_optuna.trials t JOIN lrlab_optuna.studies s USING (study_id)"
+            " WHERE s.study_name = %s",
+            (experiment,),
+        )
+        assert sorted(state for (state,) in cursor.fetchall()) == ["COMPLETE", "COMPLETE"]
+    db.close()
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 of 2 trial(s) done; nothing to run" in again.stdout, again.stdout[-2000:]
+
+
 def test_sigint_stops_everything_and_the_cluster_keeps_its_data(pg_server: LrlabServer) -> None:
     kept = f"kept-{uuid.uuid4().hex[:8]}"
     MlflowClient(pg_server.uri).create_experiment(kept)
