@@ -75,6 +75,7 @@ print(json.dumps({"errors": errors, "count": len(results), "wrong": [v for v in 
 """
 
 
+@pytest.mark.soak_only  # make soak: a concurrency case; make test has the API from one other thread
 def test_compose_from_six_threads(tmp_path: Path) -> None:
     answer = python(THREADS, cwd=tmp_path)
     assert answer == {"errors": [], "count": 90, "wrong": []}
