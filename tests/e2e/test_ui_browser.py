@@ -240,14 +240,20 @@ def test_compare_page_shows_the_three_children_and_train_loss(
     parent_cell = page.get_by_role("gridcell").filter(has_text=PARENT)
     expect(parent_cell).to_be_visible()
     close_assistant(page)
+    page.get_by_role("button", name="Model training", exact=True).click()  # the view a person training models picks
     parent_cell.get_by_role("button").first.click()
     for name in CHILDREN:
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
 
-    # The compare page for the three children.
+    # The compare page for the three children, in the view chosen (the browser keeps it): no GenAI sidebar.
     page.goto(compare_url(mlflow_ui, sweep))
     expect(page.get_by_text("Comparing 3 Runs from 1 Experiment")).to_be_visible()
     close_assistant(page)
+    sidebar = page.locator("aside").filter(has=page.get_by_role("button", name="Model training", exact=True))
+    for tab in TRAINING_TABS:
+        expect(sidebar.get_by_role("link", name=tab, exact=True)).to_be_visible()
+    for tab in GENAI_ONLY_TABS:
+        expect(sidebar.get_by_role("link", name=tab, exact=True)).to_have_count(0)
     run_names = page.locator("tr").filter(has=page.locator("th", has_text="Run Name:"))
     for name in CHILDREN:
         expect(run_names.get_by_text(name, exact=True)).to_be_visible()
