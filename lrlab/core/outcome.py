@@ -40,15 +40,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lrlab.core.engines.results import EpochResult
+if TYPE_CHECKING:  # no torch: the sweep's figures read outcomes without training anything
+    from lrlab.core.engines.results import EpochResult
 
 MIN_GROWTH_EPOCHS = 3  # a run with fewer epochs cannot be called growing
 GROWTH_WINDOW = 5  # the last epochs whose excess_loss is fitted
 GROWTH_FACTOR = 1.2  # least growth per epoch of the fitted excess_loss
-FLOOR_EPOCHS = 3  # the last epochs whose mean excess_loss is compared with the floor
+FLOOR_EPOCHS = 3  # the last epochs whose median excess_loss is compared with the floor
 FLOOR_FACTOR = 3.0  # how far above theory_excess_loss a run is still at the floor
 
 
@@ -60,6 +62,9 @@ class Outcome(StrEnum):
     above_floor = "above_floor"
     at_floor = "at_floor"
     bounded = "bounded"
+
+
+UNBOUNDED = (Outcome.overflow.value, Outcome.growing.value)  # the outcomes of a run whose loss is not bounded
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,15 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from lrlab.core.outcome import UNBOUNDED
+
 # Figures are made with matplotlib's object API, not pyplot: no backend is chosen for the user (a notebook
 # keeps its inline plots), no window opens, and a figure is freed when it is no longer referenced. Each figure
 # gets its own Agg canvas, which measures the legend and the title so the layout fits them without drawing the
 # whole figure (what tight_layout and constrained layout do, at about the cost of saving it).
 
 CURVES = ("train_loss", "w_error", "b_error")
-OVERFLOW, GROWING = "overflow", "growing"  # lrlab.core.outcome.Outcome's values that are drawn apart
+OVERFLOW, GROWING = UNBOUNDED  # the outcomes (lrlab.core.outcome) that are drawn apart
 SEQUENTIAL = ListedColormap(
     colormaps["viridis"](  # viridis without its palest yellow, which vanishes on white
         [i / 255 * 0.9 for i in range(256)]

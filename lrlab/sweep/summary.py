@@ -18,6 +18,7 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from lrlab.core.outcome import UNBOUNDED
 from lrlab.core.replicates import fit_slope, log_spread, slope_interval
 from lrlab.record.keys import shorten
 from lrlab.record.provenance import code_tags
@@ -124,7 +125,7 @@ def theory_pictures(parent: Tracker, keys: list[str], runs: list[Run]) -> None:
         return
     key = keys[0]
     metric = "train_loss" if key == "lr" else "w_error"
-    marks = {o: [float(r.data.params[key]) for r in runs if outcome_of(r) == o] for o in ("overflow", "growing")}
+    marks = {o: [float(r.data.params[key]) for r in runs if outcome_of(r) == o] for o in UNBOUNDED}
     runs = sorted((r for r in runs if concluded(r, metric)), key=lambda run: float(run.data.params[key]))
     if len(runs) < 2 and key == "lr":
         return
@@ -312,7 +313,7 @@ def _divergence_onset(parent: Tracker, groups: list[Group]) -> None:
         for lr, g in zip(lrs, groups, strict=True)
         if g.finished
     ]
-    marks = {o: [lr for lr, g in zip(lrs, groups, strict=True) if g.outcomes.get(o)] for o in ("overflow", "growing")}
+    marks = {o: [lr for lr, g in zip(lrs, groups, strict=True) if g.outcomes.get(o)] for o in UNBOUNDED}
     if len(finished) >= 2:
         figure = report.versus_bands(
             [lr for lr, _ in finished],

@@ -22,16 +22,17 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from lrlab.api import compose
+from lrlab.core.outcome import UNBOUNDED
 from lrlab.core.pipeline import generate_dataset, init_model_params
 from lrlab.core.replicates import Spread, log_spread, slope_interval
 from lrlab.core.schedules import averaging_start
-from lrlab.core.theory import LOSS_SCALE, averaged_transient
+from lrlab.core.theory import LOSS_SCALE, averaged_transient, normal_equations
 from lrlab.record.store import read_client, resolve_tracking_uri
 from lrlab.sweep import report
+from lrlab.sweep.groups import outcome_of
 
 FIGURES = Path(__file__).resolve().parents[2] / "experiments" / "figures"
 TAIL_FROM = 300  # sample_size: the least n whose tail average is past its transient (see its last table)
-DIVERGING = ("overflow", "growing")  # outcomes (lrlab.outcome) of a run whose loss is not bounded
 
 
 def jobs(client: MlflowClient, study: str) -> pd.DataFrame:
@@ -51,15 +52,18 @@ def jobs(client: MlflowClient, study: str) -> pd.DataFrame:
 
 
 def _row(run: Run) -> dict[str, object]:
-    tags = run.data.tags
-    diverged = tags.get("lrlab.diverged") == "true"
     return {
         **run.data.params,
         **run.data.metrics,
         "status": run.info.status,
-        "outcome": tags.get("lrlab.outcome", "overflow" if diverged else ""),
+        "outcome": outcome_of(run),
         "run_id": run.info.run_id,
     }
+
+
+def _outcomes(group: pd.DataFrame) -> str:
+    """How many of the group's runs came to each outcome, most first: ``at_floor 4, above_floor 1``."""
+    return ", ".join(f"{k} {v}" for k, v in group["outcome"].value_counts().items())
 
 
 def _numeric(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -109,7 +113,7 @@ def noise_floor(frame: pd.DataFrame, figures: Path) -> str:
                 "theory (median)": f"{theory.median():.3g}" if len(theory) else "–",
                 "measured / theory": ratio.text() if ratios else "–",
                 "interval vs 1": verdict,
-                "outcomes": ", ".join(f"{k} {v}" for k, v in group["outcome"].value_counts().items()),
+                "outcomes": _outcomes(group),
             }
         )
     for noise in sorted(frame["dataset.noise_std"].unique()):
@@ -138,7 +142,7 @@ def stability(frame: pd.DataFrame, figures: Path) -> str:
     rows, edges = [], {}
     for b, by_b in frame.groupby("batch_size"):
         fractions = {
-            lr: float(g["outcome"].isin(DIVERGING).mean()) for lr, g in sorted(by_b.groupby("lr"), key=lambda kv: kv[0])
+            lr: float(g["outcome"].isin(UNBOUNDED).mean()) for lr, g in sorted(by_b.groupby("lr"), key=lambda kv: kv[0])
         }
         stable = [lr for lr, f in fractions.items() if f == 0]
         onset = next((lr for lr, f in fractions.items() if f > 0.5), math.nan)
@@ -185,7 +189,7 @@ def schedules(frame: pd.DataFrame, figures: Path) -> str:
                 "final excess_loss": final.text(),
                 "÷ constant's theory floor": f"{final.mean / floor.mean:.3g}",
                 "w_error": log_spread(group["w_error"].tolist()).text(),
-                "outcomes": ", ".join(f"{k} {v}" for k, v in group["outcome"].value_counts().items()),
+                "outcomes": _outcomes(group),
             }
         )
     return f"constant-step theory floor (lr 0.3): {floor.text()}\n\n" + _table(rows)
@@ -238,7 +242,7 @@ def _averaged_against_theory(frame: pd.DataFrame) -> list[dict[str, object]]:
         if averaging == "none":
             continue
         parts = [_averaged_w_error(int(n), str(seed), str(averaging)) for seed in group["seed"]]
-        predicted = float(np.exp(np.mean(np.log([p for p, _ in parts]))))  # geometric, as the measured one
+        predicted = log_spread([p for p, _ in parts]).mean  # the geometric mean, as the measured one's
         measured = log_spread(group["avg_w_error"].tolist())
         rows.append(
             {
@@ -259,11 +263,11 @@ def _averaged_w_error(num_examples: int, seed: str, averaging: str) -> tuple[flo
         "experiment=sample_size", f"dataset.num_examples={num_examples}", f"seed={seed}", f"averaging={averaging}"
     )
     data = generate_dataset(cfg)
-    design = np.hstack([data.features.double().numpy(), np.ones((len(data.features), 1))])
-    theta = np.linalg.lstsq(design, data.labels.double().numpy().ravel(), rcond=None)[0]
-    w, b = init_model_params(cfg, design.shape[1] - 1)
+    gram, moments = normal_equations(data.features, data.labels)  # AᵀA and Aᵀy, A = [X, 1], as the run's references
+    theta = np.linalg.solve(gram.numpy(), moments.numpy())
+    w, b = init_model_params(cfg, len(theta) - 1)
     start_from = np.concatenate([w.double().numpy().ravel(), b.double().numpy().ravel()])
-    hessian = 2 * LOSS_SCALE[cfg.loss.name.value] * design.T @ design / len(design)
+    hessian = 2 * LOSS_SCALE[cfg.loss.name.value] * gram.numpy() / len(data.features)
     total = cfg.num_epochs * math.ceil(num_examples / cfg.batch_size)
     start = averaging_start(cfg.averaging, total)
     assert start is not None and data.true_w is not None
@@ -282,7 +286,7 @@ def lr_sweep(frame: pd.DataFrame, figures: Path) -> str:
             {
                 "lr": lr,
                 "final excess_loss (finished seeds)": log_spread(finished["excess_loss"].tolist()).text(),
-                "outcomes": ", ".join(f"{k} {v}" for k, v in group["outcome"].value_counts().items()),
+                "outcomes": _outcomes(group),
             }
         )
     ms, gd = frame["lr_critical_ms"].median(), frame["lr_critical_gd"].median()
@@ -301,7 +305,7 @@ def batch_size(frame: pd.DataFrame, figures: Path) -> str:
                 "final excess_loss": final.text(),
                 "theory_excess_loss": theory.text(),
                 "lr_critical_ms": f"{group['lr_critical_ms'].median():.3g}",
-                "outcomes": ", ".join(f"{k} {v}" for k, v in group["outcome"].value_counts().items()),
+                "outcomes": _outcomes(group),
             }
         )
     return _table(rows)

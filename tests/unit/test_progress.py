@@ -108,18 +108,16 @@ def test_compiled_epochs_show_a_bar_on_a_terminal(tmp_path: Path) -> None:
     _assert_epoch_lines_whole(text, 3)
 
 
+def _sweep_in_pty(tmp_path: Path, *overrides: str) -> str:
+    """``lrlab -m <overrides> num_epochs=2`` on a pseudo-terminal, its Hydra folders in ``tmp_path``: what it wrote."""
+    code = "import sys; from lrlab.run import main; sys.argv[0] = 'lrlab'; main()"
+    args = ["-m", *overrides, "num_epochs=2", f"hydra.sweep.dir={tmp_path}/multirun", f"hydra.run.dir={tmp_path}/run"]
+    return _in_pty(code, *args, cwd=tmp_path, env=_env(tmp_path))
+
+
 @pytest.mark.parametrize("launcher", ["basic", pytest.param("vectorized", marks=pytest.mark.soak_only)])
 def test_a_sweep_shows_a_jobs_bar_on_a_terminal(tmp_path: Path, launcher: str) -> None:
-    code = "import sys; from lrlab.run import main; sys.argv[0] = 'lrlab'; main()"
-    args = [
-        "-m",
-        f"launcher={launcher}",
-        "lr=0.01,0.03,0.1",
-        "num_epochs=2",
-        f"hydra.sweep.dir={tmp_path}/multirun",
-        f"hydra.run.dir={tmp_path}/run",
-    ]
-    text = _in_pty(code, *args, cwd=tmp_path, env=_env(tmp_path))
+    text = _sweep_in_pty(tmp_path, f"launcher={launcher}", "lr=0.01,0.03,0.1")
     assert re.search(r"jobs: +\d+%\|", text) and "3/3" in text, text
     _assert_epoch_lines_whole(text, 6)
     screen = _screen_lines(text)
@@ -129,17 +127,7 @@ def test_a_sweep_shows_a_jobs_bar_on_a_terminal(tmp_path: Path, launcher: str) -
 
 @pytest.mark.soak_only  # make soak: make test has the jobs bar, the same Bar
 def test_an_optimising_sweep_shows_a_trials_bar_on_a_terminal(tmp_path: Path) -> None:
-    code = "import sys; from lrlab.run import main; sys.argv[0] = 'lrlab'; main()"
-    args = [
-        "-m",
-        "hydra/sweeper=optuna",
-        "lr=interval(0.01,0.3)",
-        "hydra.sweeper.n_trials=3",
-        "num_epochs=2",
-        f"hydra.sweep.dir={tmp_path}/multirun",
-        f"hydra.run.dir={tmp_path}/run",
-    ]
-    text = _in_pty(code, *args, cwd=tmp_path, env=_env(tmp_path))
+    text = _sweep_in_pty(tmp_path, "hydra/sweeper=optuna", "lr=interval(0.01,0.3)", "hydra.sweeper.n_trials=3")
     assert re.search(r"trials: +\d+%\|", text) and "3/3" in text, text
     _assert_epoch_lines_whole(text, 6)
     assert sum(line.startswith("trial ") and "COMPLETE" in line for line in _screen_lines(text)) == 3, text
